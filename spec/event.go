@@ -60,14 +60,14 @@ func (e *Event) Version() *RoomVersion { return e.version }
 // JSON is the event as signed (federation format).
 func (e *Event) JSON() []byte { return e.raw }
 
-func (e *Event) RoomID() string          { return e.fields.RoomID }
-func (e *Event) Sender() string          { return e.fields.Sender }
-func (e *Event) Type() string            { return e.fields.Type }
-func (e *Event) Content() json.RawMessage { return e.fields.Content }
-func (e *Event) PrevEventIDs() []string  { return e.fields.PrevEvents }
-func (e *Event) AuthEventIDs() []string  { return e.fields.AuthEvents }
-func (e *Event) Depth() int64            { return e.fields.Depth }
-func (e *Event) OriginServerTS() int64   { return e.fields.OriginServerTS }
+func (e *Event) RoomID() string            { return e.fields.RoomID }
+func (e *Event) Sender() string            { return e.fields.Sender }
+func (e *Event) Type() string              { return e.fields.Type }
+func (e *Event) Content() json.RawMessage  { return e.fields.Content }
+func (e *Event) PrevEventIDs() []string    { return e.fields.PrevEvents }
+func (e *Event) AuthEventIDs() []string    { return e.fields.AuthEvents }
+func (e *Event) Depth() int64              { return e.fields.Depth }
+func (e *Event) OriginServerTS() int64     { return e.fields.OriginServerTS }
 func (e *Event) Unsigned() json.RawMessage { return e.fields.Unsigned }
 
 // StateKey is nil for a message event and non-nil (possibly "") for a state event.

@@ -47,22 +47,22 @@ type RoomVersion struct {
 	Redaction     RedactionRules
 
 	// Auth-rule variants.
-	SpecialCaseAliasesAuth      bool // v1–v5: m.room.aliases auth rule (rule 4)
-	EnforceSenderDomainOfID     bool // v1, v2: event ID domain must match sender's server
-	EnforceKeyValidity          bool // v5+: signing keys must be valid at origin_server_ts
-	StrictCanonicalJSON         bool // v6+: reject floats and integers outside [-(2^53)+1, 2^53-1]
-	NotificationsPowerLevels    bool // v6+: changes to "notifications" in power levels are checked
-	AllowKnocking               bool // v7+: join rule "knock" and membership "knock"
-	AllowRestrictedJoins        bool // v8+: join rule "restricted" with join_authorised_via_users_server
-	AllowKnockRestricted        bool // v10+: join rule "knock_restricted"
-	IntegerPowerLevels          bool // v10+: power level values must be integers, not strings
-	CreatorInSender             bool // v11+: create event's "creator" is gone; the sender is the creator
-	RedactsInContent            bool // v11+: m.room.redaction carries "redacts" in content
-	RoomIDIsCreateEventHash     bool // v12+: room ID is "!" + reference hash of the create event
-	CreatorsHaveInfinitePower   bool // v12+: creators (sender + additional_creators) outrank everyone
-	CreateEventNotInAuthEvents  bool // v12+: auth_events must not name the create event
-	PrevEventsAreHashPairs      bool // v1, v2: prev_events/auth_events are [event_id, {hashes}] pairs
-	DepthMustBePositiveInteger  bool // all versions: depth is an integer in [0, 2^53-1]
+	SpecialCaseAliasesAuth     bool // v1–v5: m.room.aliases auth rule (rule 4)
+	EnforceSenderDomainOfID    bool // v1, v2: event ID domain must match sender's server
+	EnforceKeyValidity         bool // v5+: signing keys must be valid at origin_server_ts
+	StrictCanonicalJSON        bool // v6+: reject floats and integers outside [-(2^53)+1, 2^53-1]
+	NotificationsPowerLevels   bool // v6+: changes to "notifications" in power levels are checked
+	AllowKnocking              bool // v7+: join rule "knock" and membership "knock"
+	AllowRestrictedJoins       bool // v8+: join rule "restricted" with join_authorised_via_users_server
+	AllowKnockRestricted       bool // v10+: join rule "knock_restricted"
+	IntegerPowerLevels         bool // v10+: power level values must be integers, not strings
+	CreatorInSender            bool // v11+: create event's "creator" is gone; the sender is the creator
+	RedactsInContent           bool // v11+: m.room.redaction carries "redacts" in content
+	RoomIDIsCreateEventHash    bool // v12+: room ID is "!" + reference hash of the create event
+	CreatorsHaveInfinitePower  bool // v12+: creators (sender + additional_creators) outrank everyone
+	CreateEventNotInAuthEvents bool // v12+: auth_events must not name the create event
+	PrevEventsAreHashPairs     bool // v1, v2: prev_events/auth_events are [event_id, {hashes}] pairs
+	DepthMustBePositiveInteger bool // all versions: depth is an integer in [0, 2^53-1]
 }
 
 // DefaultRoomVersion is the version of new rooms.
