@@ -18,14 +18,20 @@ func (t StateTuple) String() string { return fmt.Sprintf("(%q, %q)", t.Type, t.S
 type StateMap map[StateTuple]string
 
 // Event is a persistent data unit (PDU) of one room version. It is immutable once built:
-// the JSON it was parsed from is kept verbatim and every accessor reads parsed fields.
+// the JSON it was parsed from is kept in canonical form (same value, same hashes and
+// signatures) and every accessor reads parsed fields. Build one with ParseEvent,
+// ProtoEvent.Build or EventFromTrusted (eventparse.go).
 type Event struct {
 	version *RoomVersion
 	eventID string
-	// raw is the event's JSON as signed and as sent over federation: for room versions with
-	// reference-hash IDs it has no "event_id" key.
+	// raw is the event's canonical JSON as signed and as sent over federation: for room
+	// versions with reference-hash IDs it has no "event_id" key, and for a room version 12
+	// create event no "room_id" (fields.RoomID is derived from the event ID instead).
 	raw    []byte
 	fields eventFields
+	// roomIDDerived is set on a v12 create event, whose room ID comes from its own hash
+	// rather than from a "room_id" key.
+	roomIDDerived bool
 }
 
 // eventFields are the top-level PDU keys the server interprets.

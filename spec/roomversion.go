@@ -62,7 +62,7 @@ type RoomVersion struct {
 	CreatorsHaveInfinitePower  bool // v12+: creators (sender + additional_creators) outrank everyone
 	CreateEventNotInAuthEvents bool // v12+: auth_events must not name the create event
 	PrevEventsAreHashPairs     bool // v1, v2: prev_events/auth_events are [event_id, {hashes}] pairs
-	DepthMustBePositiveInteger bool // all versions: depth is an integer in [0, 2^53-1]
+	DepthMustBePositiveInteger bool // all versions: depth is a non-negative integer (≤ 2^63-1 before v6, ≤ 2^53-1 from v6)
 }
 
 // DefaultRoomVersion is the version of new rooms.

@@ -1,0 +1,35 @@
+# Scrambled Eggs — a Matrix homeserver.
+#
+#   make run     start a homeserver on http://localhost:8008 (SQLite in ./eggs-data)
+#   make test    run every test (SQLite, and PostgreSQL when one is reachable)
+#   make bench   run the load tool and the micro-benchmarks
+
+GO       ?= go
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+
+.PHONY: build run test test-short bench vet fuzz clean
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/eggs ./cmd/eggs
+
+run: build
+	EGGS_REGISTRATION=$${EGGS_REGISTRATION:-open} ./bin/eggs serve
+
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -count=1 -short ./...
+
+bench: build
+	$(GO) run ./cmd/eggsload
+	$(GO) test -run '^$$' -bench . -benchmem ./spec/... ./rooms/... ./streams/...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./spec
+	$(GO) test -run '^$$' -fuzz FuzzParseEvent -fuzztime 30s ./spec
+
+clean:
+	rm -rf bin

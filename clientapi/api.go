@@ -1,0 +1,160 @@
+// Package clientapi serves the Matrix Client-Server API (spec v1.19,
+// content/client-server-api) on chi: authentication, rooms, /sync and the rest.
+//
+// One file per area of the API; handlers are methods of API and return errors, which
+// httpapi turns into Matrix error responses.
+package clientapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/scrambledeggs/eggs/auth"
+	"github.com/scrambledeggs/eggs/config"
+	"github.com/scrambledeggs/eggs/httpapi"
+	"github.com/scrambledeggs/eggs/rooms"
+	"github.com/scrambledeggs/eggs/storage"
+)
+
+// API is the Client-Server API of one homeserver.
+type API struct {
+	cfg      *config.Config
+	db       *storage.DB
+	rooms    *rooms.Server
+	log      *slog.Logger
+	uia      *auth.UIA
+	nonces   *auth.NonceStore
+	limiters *auth.Limiters
+	clock    func() time.Time
+}
+
+// New makes the API. clock is time.Now outside tests.
+func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog.Logger, clock func() time.Time) (*API, error) {
+	limits := auth.DefaultLimits()
+	limits.Enabled = cfg.RateLimited()
+	limiters, err := limits.Build(clock)
+	if err != nil {
+		return nil, err
+	}
+	return &API{
+		cfg: cfg, db: db, rooms: roomServer, log: log, clock: clock,
+		uia:      auth.NewUIA(auth.UIAConfig{Clock: clock}),
+		nonces:   auth.NewNonceStore(10000, clock),
+		limiters: limiters,
+	}, nil
+}
+
+// nowMS is the current time in milliseconds since the epoch.
+func (a *API) nowMS() int64 { return a.clock().UnixMilli() }
+
+// Routes mounts every endpoint of the Client-Server API under /_matrix/client, plus the
+// Synapse-compatible admin registration endpoint.
+func (a *API) Routes(r chi.Router) {
+	h := func(fn httpapi.Handler) http.Handler { return fn }
+	authed := func(fn func(w http.ResponseWriter, r *http.Request, d *Device) error) http.Handler {
+		return a.requireAuth(fn)
+	}
+	r.Get("/.well-known/matrix/client", h(a.wellKnownClient).ServeHTTP)
+	r.Route("/_matrix/client", func(r chi.Router) {
+		r.Get("/versions", h(a.versions).ServeHTTP)
+		for _, prefix := range []string{"/v3", "/r0"} {
+			r.Route(prefix, func(r chi.Router) {
+				a.accountRoutes(r, h, authed)
+				a.roomRoutes(r, h, authed)
+				a.syncRoutes(r, h, authed)
+			})
+		}
+	})
+	r.Route("/_synapse/admin/v1", func(r chi.Router) {
+		r.Get("/register", h(a.sharedSecretNonce).ServeHTTP)
+		r.Post("/register", h(a.sharedSecretRegister).ServeHTTP)
+	})
+}
+
+// Device is the authenticated device of a request.
+type Device struct {
+	UserID   string
+	DeviceID string
+	IsAdmin  bool
+}
+
+// requireAuth authenticates the request's access token (client-server API "Using access
+// tokens") and runs fn with its device.
+func (a *API) requireAuth(fn func(w http.ResponseWriter, r *http.Request, d *Device) error) http.Handler {
+	return httpapi.Handler(func(w http.ResponseWriter, r *http.Request) error {
+		token, err := accessToken(r)
+		if err != nil {
+			return err
+		}
+		d, err := a.deviceForToken(r.Context(), token)
+		if err != nil {
+			return err
+		}
+		return fn(w, r, d)
+	})
+}
+
+// accessToken takes the token from the Authorization header, or the deprecated query
+// parameter.
+func accessToken(r *http.Request) (string, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		const prefix = "Bearer "
+		if len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
+			return strings.TrimSpace(h[len(prefix):]), nil
+		}
+		return "", unknownToken("Invalid Authorization header")
+	}
+	if t := r.URL.Query().Get("access_token"); t != "" {
+		return t, nil
+	}
+	return "", httpapi.NewError(http.StatusUnauthorized, "M_MISSING_TOKEN", "Missing access token")
+}
+
+func unknownToken(msg string) *httpapi.Error {
+	e := httpapi.NewError(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "%s", msg)
+	e.Extra = map[string]any{"soft_logout": false}
+	return e
+}
+
+// deviceForToken looks an access token up by its hash.
+func (a *API) deviceForToken(ctx context.Context, token string) (*Device, error) {
+	userID, deviceID, isAdmin, err := storage.DeviceByToken(ctx, a.db, auth.HashToken(token))
+	if err == storage.ErrNotFound {
+		return nil, unknownToken("Unknown access token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Device{UserID: userID, DeviceID: deviceID, IsAdmin: isAdmin}, nil
+}
+
+// rateLimit answers M_LIMIT_EXCEEDED when key has used up its budget on limiter.
+func rateLimit(limiter *auth.Limiter, key string) error {
+	if limiter == nil {
+		return nil
+	}
+	if ok, retry := limiter.Allow(key); !ok {
+		return httpapi.LimitExceeded(retry)
+	}
+	return nil
+}
+
+// pathParam is a path parameter, percent-decoded. chi matches routes against the escaped
+// path when the request's escaping differs from Go's default (encodeURIComponent's "%3A" for
+// ":" does), and then hands back escaped parameters.
+func pathParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if r.URL.RawPath == "" {
+		return v
+	}
+	if decoded, err := url.PathUnescape(v); err == nil {
+		return decoded
+	}
+	return v
+}

@@ -1,0 +1,320 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/scrambledeggs/eggs/httpapi"
+	"github.com/scrambledeggs/eggs/rooms"
+	"github.com/scrambledeggs/eggs/spec"
+	"github.com/scrambledeggs/eggs/storage"
+)
+
+// Room membership (client-server API "Room membership"; joining.yaml, inviting.yaml,
+// leaving.yaml, kicking.yaml, banning.yaml, list_joined_rooms.yaml).
+
+func (a *API) membershipRoutes(r chi.Router, authed func(func(http.ResponseWriter, *http.Request, *Device) error) http.Handler) {
+	r.Method(http.MethodPost, "/rooms/{roomId}/join", authed(a.joinRoomByID))
+	r.Method(http.MethodPost, "/join/{roomIdOrAlias}", authed(a.joinRoomByIDOrAlias))
+	r.Method(http.MethodPost, "/rooms/{roomId}/invite", authed(a.invite))
+	r.Method(http.MethodPost, "/rooms/{roomId}/leave", authed(a.leave))
+	r.Method(http.MethodPost, "/rooms/{roomId}/forget", authed(a.forget))
+	r.Method(http.MethodPost, "/rooms/{roomId}/kick", authed(a.kick))
+	r.Method(http.MethodPost, "/rooms/{roomId}/ban", authed(a.ban))
+	r.Method(http.MethodPost, "/rooms/{roomId}/unban", authed(a.unban))
+	r.Method(http.MethodGet, "/joined_rooms", authed(a.joinedRooms))
+}
+
+type membershipRequest struct {
+	UserID string `json:"user_id"`
+	Reason string `json:"reason"`
+}
+
+// maxReasonLength bounds a membership reason. NOTSPEC: the spec sets no limit; an event is
+// limited to 64 KiB anyway, this gives a clearer error.
+const maxReasonLength = 4096
+
+// profileContent is a member event's displayname and avatar_url from the user's profile.
+func (a *API) profileContent(r *http.Request, userID string) (map[string]any, error) {
+	content := map[string]any{}
+	u, err := storage.LoadUser(r.Context(), a.db, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return content, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if u.DisplayName != "" {
+		content["displayname"] = u.DisplayName
+	}
+	if u.AvatarURL != "" {
+		content["avatar_url"] = u.AvatarURL
+	}
+	return content, nil
+}
+
+// setMembership sends the member event that sets target's membership in roomID.
+func (a *API) setMembership(r *http.Request, d *Device, roomID, target, membership, reason string, extra map[string]any) (*rooms.Event, error) {
+	if len(reason) > maxReasonLength {
+		return nil, httpapi.BadJSON("reason too long")
+	}
+	content := map[string]any{}
+	if target == d.UserID && (membership == "join" || membership == "knock") {
+		var err error
+		if content, err = a.profileContent(r, target); err != nil {
+			return nil, err
+		}
+	}
+	for k, v := range extra {
+		content[k] = v
+	}
+	content["membership"] = membership
+	if reason != "" {
+		content["reason"] = reason
+	}
+	stateKey := target
+	return a.sendEvent(r, d, roomID, rooms.EventRequest{Type: "m.room.member", StateKey: &stateKey, Content: mustJSON(content)})
+}
+
+// readMembershipRequest reads {user_id, reason}; the user ID is required when needTarget.
+func readMembershipRequest(r *http.Request, needTarget bool) (*membershipRequest, error) {
+	var req membershipRequest
+	if err := httpapi.ReadJSON(r, httpapi.MaxBodySize, &req); err != nil {
+		return nil, err
+	}
+	if needTarget {
+		if req.UserID == "" {
+			return nil, httpapi.MissingParam("Missing user_id")
+		}
+		if _, err := spec.ParseUserID(req.UserID); err != nil {
+			return nil, httpapi.InvalidParam("Invalid user_id")
+		}
+	}
+	return &req, nil
+}
+
+// join joins roomID, answering {room_id}.
+func (a *API) join(w http.ResponseWriter, r *http.Request, d *Device, roomID string) error {
+	req, err := readMembershipRequest(r, false)
+	if err != nil {
+		return err
+	}
+	if _, err := spec.ParseRoomID(roomID); err != nil {
+		return httpapi.InvalidParam("Invalid room ID")
+	}
+	if membership, _, err := a.rooms.Membership(r.Context(), roomID, d.UserID); err == nil && membership == "join" {
+		// NOTSPEC: joining a room one is in already succeeds without a new event, as in Synapse
+		// when the profile did not change.
+		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+		return nil
+	} else if errors.Is(err, rooms.ErrRoomNotFound) {
+		return httpapi.NotFound("No known servers to join %s through", roomID)
+	} else if err != nil {
+		return err
+	}
+	if _, err := a.setMembership(r, d, roomID, d.UserID, "join", req.Reason, nil); err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+	return nil
+}
+
+// POST /rooms/{roomId}/join
+func (a *API) joinRoomByID(w http.ResponseWriter, r *http.Request, d *Device) error {
+	return a.join(w, r, d, pathParam(r, "roomId"))
+}
+
+// POST /join/{roomIdOrAlias}
+func (a *API) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, d *Device) error {
+	target := pathParam(r, "roomIdOrAlias")
+	if strings.HasPrefix(target, "#") {
+		if _, err := spec.ParseRoomAlias(target); err != nil {
+			return httpapi.InvalidParam("Invalid room alias")
+		}
+		roomID, err := storage.LookupAlias(r.Context(), a.db, target)
+		if err != nil {
+			return err
+		}
+		if roomID == "" {
+			return httpapi.NotFound("Room alias %s not found", target)
+		}
+		target = roomID
+	}
+	return a.join(w, r, d, target)
+}
+
+// POST /rooms/{roomId}/invite
+func (a *API) invite(w http.ResponseWriter, r *http.Request, d *Device) error {
+	req, err := readMembershipRequest(r, true)
+	if err != nil {
+		return err
+	}
+	roomID := pathParam(r, "roomId")
+	if membership, _, err := a.rooms.Membership(r.Context(), roomID, req.UserID); err == nil && membership == "ban" {
+		return httpapi.Forbidden("%s is banned from the room", req.UserID)
+	}
+	var extra map[string]any
+	if isDirect, err := a.isDirectRoom(r, roomID, d.UserID); err == nil && isDirect {
+		extra = map[string]any{"is_direct": true}
+	}
+	if _, err := a.setMembership(r, d, roomID, req.UserID, "invite", req.Reason, extra); err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// isDirectRoom reports whether the inviter's own member event marked the room as direct.
+func (a *API) isDirectRoom(r *http.Request, roomID, userID string) (bool, error) {
+	_, e, err := a.rooms.Membership(r.Context(), roomID, userID)
+	if err != nil || e == nil {
+		return false, err
+	}
+	var c struct {
+		IsDirect bool `json:"is_direct"`
+	}
+	_ = json.Unmarshal(e.Content(), &c)
+	return c.IsDirect, nil
+}
+
+// POST /rooms/{roomId}/leave
+func (a *API) leave(w http.ResponseWriter, r *http.Request, d *Device) error {
+	req, err := readMembershipRequest(r, false)
+	if err != nil {
+		return err
+	}
+	roomID := pathParam(r, "roomId")
+	membership, _, err := a.rooms.Membership(r.Context(), roomID, d.UserID)
+	if errors.Is(err, rooms.ErrRoomNotFound) {
+		return httpapi.NotFound("Unknown room")
+	}
+	if err != nil {
+		return err
+	}
+	switch membership {
+	case "leave", "ban":
+		// NOTSPEC: leaving a room one already left succeeds, as in Synapse.
+		httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+		return nil
+	case "":
+		return httpapi.Forbidden("You are not a member of this room")
+	}
+	if _, err := a.setMembership(r, d, roomID, d.UserID, "leave", req.Reason, nil); err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// POST /rooms/{roomId}/forget
+func (a *API) forget(w http.ResponseWriter, r *http.Request, d *Device) error {
+	roomID := pathParam(r, "roomId")
+	membership, _, err := a.rooms.Membership(r.Context(), roomID, d.UserID)
+	if errors.Is(err, rooms.ErrRoomNotFound) {
+		return httpapi.NotFound("Unknown room")
+	}
+	if err != nil {
+		return err
+	}
+	if membership == "join" || membership == "invite" || membership == "knock" {
+		return httpapi.NewError(http.StatusBadRequest, "M_UNKNOWN", "You must leave the room before forgetting it")
+	}
+	if err := storage.ForgetRoom(r.Context(), a.db, d.UserID, roomID); err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// kickOrBan sends a leave (kick, unban) or ban for another user.
+func (a *API) kickOrBan(w http.ResponseWriter, r *http.Request, d *Device, membership string, requireCurrent ...string) error {
+	req, err := readMembershipRequest(r, true)
+	if err != nil {
+		return err
+	}
+	roomID := pathParam(r, "roomId")
+	if len(requireCurrent) > 0 {
+		current, _, err := a.rooms.Membership(r.Context(), roomID, req.UserID)
+		if err != nil && !errors.Is(err, rooms.ErrRoomNotFound) {
+			return err
+		}
+		ok := false
+		for _, m := range requireCurrent {
+			ok = ok || current == m
+		}
+		if !ok {
+			return httpapi.Forbidden("%s is not in a state this action applies to", req.UserID)
+		}
+	}
+	if _, err := a.setMembership(r, d, roomID, req.UserID, membership, req.Reason, nil); err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// POST /rooms/{roomId}/kick
+func (a *API) kick(w http.ResponseWriter, r *http.Request, d *Device) error {
+	return a.kickOrBan(w, r, d, "leave", "join", "invite", "knock")
+}
+
+// POST /rooms/{roomId}/ban
+func (a *API) ban(w http.ResponseWriter, r *http.Request, d *Device) error {
+	return a.kickOrBan(w, r, d, "ban")
+}
+
+// POST /rooms/{roomId}/unban
+func (a *API) unban(w http.ResponseWriter, r *http.Request, d *Device) error {
+	return a.kickOrBan(w, r, d, "leave", "ban")
+}
+
+// GET /joined_rooms
+func (a *API) joinedRooms(w http.ResponseWriter, r *http.Request, d *Device) error {
+	memberships, err := storage.UserMemberships(r.Context(), a.db, d.UserID, "join")
+	if err != nil {
+		return err
+	}
+	ids := make([]string, 0, len(memberships))
+	for _, m := range memberships {
+		ids = append(ids, m.RoomID)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string][]string{"joined_rooms": ids})
+	return nil
+}
+
+// checkCanonicalAlias refuses an m.room.canonical_alias whose local aliases do not point to
+// the room (client-server API "m.room.canonical_alias": M_BAD_ALIAS).
+func (a *API) checkCanonicalAlias(r *http.Request, roomID string, content json.RawMessage) error {
+	var c struct {
+		Alias      *string  `json:"alias"`
+		AltAliases []string `json:"alt_aliases"`
+	}
+	if err := json.Unmarshal(content, &c); err != nil {
+		return httpapi.BadJSON("Invalid m.room.canonical_alias content")
+	}
+	aliases := c.AltAliases
+	if c.Alias != nil && *c.Alias != "" {
+		aliases = append(aliases, *c.Alias)
+	}
+	for _, alias := range aliases {
+		parsed, err := spec.ParseRoomAlias(alias)
+		if err != nil {
+			return httpapi.InvalidParam("Invalid alias %q", alias)
+		}
+		if parsed.Server() != a.cfg.ServerName {
+			continue
+		}
+		target, err := storage.LookupAlias(r.Context(), a.db, alias)
+		if err != nil {
+			return err
+		}
+		if target != roomID {
+			return httpapi.NewError(http.StatusBadRequest, "M_BAD_ALIAS", "Alias %s does not point to this room", alias)
+		}
+	}
+	return nil
+}

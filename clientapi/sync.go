@@ -1,0 +1,537 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/scrambledeggs/eggs/httpapi"
+	"github.com/scrambledeggs/eggs/rooms"
+	"github.com/scrambledeggs/eggs/spec"
+	"github.com/scrambledeggs/eggs/storage"
+)
+
+// /sync (client-server API "Syncing"; data/api/client-server/sync.yaml).
+//
+// A token is "s" followed by a position of the server-wide stream: everything at or below it
+// has been delivered. Responses only ever cover positions up to the tracker's Current(), so
+// an event that commits late is never skipped.
+
+func (a *API) syncRoutes(r chi.Router, h func(httpapi.Handler) http.Handler, authed func(func(http.ResponseWriter, *http.Request, *Device) error) http.Handler) {
+	r.Method(http.MethodGet, "/sync", authed(a.sync))
+	r.Method(http.MethodPost, "/user/{userId}/filter", authed(a.createFilter))
+	r.Method(http.MethodGet, "/user/{userId}/filter/{filterId}", authed(a.getFilter))
+}
+
+// defaultTimelineLimit is the number of timeline events per room without a filter limit.
+// NOTSPEC: the spec leaves it to the server; Synapse uses 10.
+const defaultTimelineLimit = 10
+
+// maxSyncTimeout caps a long-poll. NOTSPEC: clients use 30 s; this bounds held connections.
+const maxSyncTimeout = 5 * time.Minute
+
+type syncResponse struct {
+	NextBatch   string              `json:"next_batch"`
+	Rooms       syncRooms           `json:"rooms"`
+	AccountData eventList           `json:"account_data"`
+	Presence    eventList           `json:"presence"`
+	ToDevice    eventList           `json:"to_device"`
+	DeviceLists map[string][]string `json:"device_lists"`
+}
+
+type syncRooms struct {
+	Join   map[string]*joinedRoom  `json:"join"`
+	Invite map[string]*invitedRoom `json:"invite"`
+	Leave  map[string]*leftRoom    `json:"leave"`
+	Knock  map[string]*invitedRoom `json:"knock"`
+}
+
+type eventList struct {
+	Events []any `json:"events"`
+}
+
+type clientEventList struct {
+	Events []ClientEvent `json:"events"`
+}
+
+type timeline struct {
+	Events    []ClientEvent `json:"events"`
+	Limited   bool          `json:"limited"`
+	PrevBatch string        `json:"prev_batch,omitempty"`
+}
+
+type roomSummary struct {
+	Heroes       []string `json:"m.heroes,omitempty"`
+	JoinedCount  *int     `json:"m.joined_member_count,omitempty"`
+	InvitedCount *int     `json:"m.invited_member_count,omitempty"`
+}
+
+type joinedRoom struct {
+	Timeline    timeline        `json:"timeline"`
+	State       clientEventList `json:"state"`
+	AccountData eventList       `json:"account_data"`
+	Ephemeral   eventList       `json:"ephemeral"`
+	Summary     *roomSummary    `json:"summary,omitempty"`
+}
+
+type invitedRoom struct {
+	InviteState struct {
+		Events []strippedEvent `json:"events"`
+	} `json:"invite_state"`
+}
+
+type leftRoom struct {
+	Timeline    timeline        `json:"timeline"`
+	State       clientEventList `json:"state"`
+	AccountData eventList       `json:"account_data"`
+}
+
+type strippedEvent struct {
+	Content  json.RawMessage `json:"content"`
+	Sender   string          `json:"sender"`
+	StateKey string          `json:"state_key"`
+	Type     string          `json:"type"`
+}
+
+// streamToken formats a stream position as a token.
+func streamToken(pos int64) string { return "s" + strconv.FormatInt(pos, 10) }
+
+// parseStreamToken reads a token made by streamToken.
+func parseStreamToken(token string) (int64, bool) {
+	if !strings.HasPrefix(token, "s") {
+		return 0, false
+	}
+	pos, err := strconv.ParseInt(token[1:], 10, 64)
+	return pos, err == nil && pos >= 0
+}
+
+// GET /sync
+func (a *API) sync(w http.ResponseWriter, r *http.Request, d *Device) error {
+	q := r.URL.Query()
+	var since int64
+	if s := q.Get("since"); s != "" {
+		pos, ok := parseStreamToken(s)
+		if !ok {
+			return httpapi.InvalidParam("Invalid since token")
+		}
+		since = pos
+	}
+	var timeout time.Duration
+	if t := q.Get("timeout"); t != "" {
+		ms, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || ms < 0 {
+			return httpapi.InvalidParam("Invalid timeout")
+		}
+		timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+	}
+	filter, err := a.loadFilter(r, d.UserID, q.Get("filter"))
+	if err != nil {
+		return err
+	}
+	fullState := q.Get("full_state") == "true"
+
+	ctx := r.Context()
+	current := a.rooms.Stream().Current()
+	if since > current {
+		// A token from the future (say, of a server restored from backup): start over from
+		// now rather than wait for positions that may never come.
+		since = current
+	}
+	resp, err := a.buildSync(ctx, d, filter, since, current, fullState)
+	if err != nil {
+		return err
+	}
+	if timeout > 0 && resp.empty() && !fullState {
+		waitCtx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		from := current
+		for resp.empty() && waitCtx.Err() == nil {
+			next := a.rooms.Stream().Wait(waitCtx, d.UserID, from)
+			if next <= from {
+				break
+			}
+			if resp, err = a.buildSync(ctx, d, filter, since, next, false); err != nil {
+				return err
+			}
+			from = next
+		}
+		if ctx.Err() != nil {
+			return nil // the client went away
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+func (s *syncResponse) empty() bool {
+	return len(s.Rooms.Join) == 0 && len(s.Rooms.Invite) == 0 && len(s.Rooms.Leave) == 0 &&
+		len(s.AccountData.Events) == 0 && len(s.ToDevice.Events) == 0
+}
+
+// buildSync computes the response covering (since, to]; since 0 is an initial sync.
+func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, to int64, fullState bool) (*syncResponse, error) {
+	resp := &syncResponse{
+		NextBatch: streamToken(to),
+		Rooms: syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{},
+			Leave: map[string]*leftRoom{}, Knock: map[string]*invitedRoom{}},
+		AccountData: eventList{Events: []any{}}, Presence: eventList{Events: []any{}},
+		ToDevice: eventList{Events: []any{}}, DeviceLists: map[string][]string{"changed": {}, "left": {}},
+	}
+	initial := since == 0 || fullState
+	f := a.formatter(d, false)
+
+	// Rooms whose membership changed in the window, by the user's last membership there.
+	changed := map[string]*rooms.Event{}
+	if !initial {
+		rows, err := storage.MembershipChanges(ctx, a.db, d.UserID, since, to)
+		if err != nil {
+			return nil, err
+		}
+		events, err := a.rooms.EventsFromRows(rows)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range events {
+			changed[e.RoomID()] = e
+		}
+	}
+
+	memberships, err := storage.UserMemberships(ctx, a.db, d.UserID, "join", "invite", "leave", "ban", "knock")
+	if err != nil {
+		return nil, err
+	}
+	var active map[int64]bool
+	if !initial {
+		nids, err := storage.RoomsWithEventsBetween(ctx, a.db, since, to)
+		if err != nil {
+			return nil, err
+		}
+		active = make(map[int64]bool, len(nids))
+		for _, nid := range nids {
+			active[nid] = true
+		}
+	}
+	for _, m := range memberships {
+		if !allowsRoom(filter.Room.Rooms, filter.Room.NotRooms, m.RoomID) {
+			continue
+		}
+		memberEvent := changed[m.RoomID]
+		if memberEvent != nil && memberEvent.StreamPos > to {
+			continue
+		}
+		switch m.Membership {
+		case "join":
+			newlyJoined := memberEvent != nil && wasNotJoined(ctx, a, memberEvent)
+			if !initial && !active[m.RoomNID] && !newlyJoined {
+				continue
+			}
+			jr, err := a.syncJoinedRoom(ctx, f, filter, m.RoomNID, since, to, initial || newlyJoined)
+			if err != nil {
+				return nil, err
+			}
+			if jr != nil {
+				resp.Rooms.Join[m.RoomID] = jr
+			}
+		case "invite", "knock":
+			if !initial && memberEvent == nil {
+				continue
+			}
+			ir, err := a.syncInvitedRoom(ctx, m.RoomID, d.UserID)
+			if err != nil {
+				return nil, err
+			}
+			if m.Membership == "invite" {
+				resp.Rooms.Invite[m.RoomID] = ir
+			} else {
+				resp.Rooms.Knock[m.RoomID] = ir
+			}
+		case "leave", "ban":
+			if memberEvent == nil && !(initial && filter.Room.IncludeLeave) {
+				continue
+			}
+			if memberEvent == nil {
+				continue
+			}
+			lr, err := a.syncLeftRoom(ctx, f, filter, m.RoomNID, since, memberEvent)
+			if err != nil {
+				return nil, err
+			}
+			resp.Rooms.Leave[m.RoomID] = lr
+		}
+	}
+
+	data, err := storage.AccountDataSince(ctx, a.db, d.UserID, since, to)
+	if err != nil {
+		return nil, err
+	}
+	for _, row := range data {
+		ev := map[string]any{"type": row.Type, "content": json.RawMessage(row.Content)}
+		if row.RoomID == "" {
+			if filter.AccountData.Allows(row.Type, "") {
+				resp.AccountData.Events = append(resp.AccountData.Events, ev)
+			}
+			continue
+		}
+		if jr, ok := resp.Rooms.Join[row.RoomID]; ok {
+			jr.AccountData.Events = append(jr.AccountData.Events, ev)
+		} else if !initial && filter.Room.AccountData.Allows(row.Type, "") {
+			if m, joined := joinedIn(memberships, row.RoomID); joined {
+				jr := emptyJoinedRoom()
+				jr.AccountData.Events = append(jr.AccountData.Events, ev)
+				resp.Rooms.Join[m] = jr
+			}
+		}
+	}
+	return resp, nil
+}
+
+func joinedIn(memberships []storage.RoomMembership, roomID string) (string, bool) {
+	for _, m := range memberships {
+		if m.RoomID == roomID && m.Membership == "join" {
+			return roomID, true
+		}
+	}
+	return "", false
+}
+
+func emptyJoinedRoom() *joinedRoom {
+	return &joinedRoom{
+		Timeline: timeline{Events: []ClientEvent{}}, State: clientEventList{Events: []ClientEvent{}},
+		AccountData: eventList{Events: []any{}}, Ephemeral: eventList{Events: []any{}},
+	}
+}
+
+// wasNotJoined reports whether the user's membership before e (e's replaced state) was not
+// "join", i.e. e starts a new stay in the room.
+func wasNotJoined(ctx context.Context, a *API, e *rooms.Event) bool {
+	if m, _ := e.Membership(); m != "join" {
+		return false
+	}
+	if e.ReplacesNID == 0 {
+		return true
+	}
+	prev, err := a.rooms.EventsByNID(ctx, []int64{e.ReplacesNID})
+	if err != nil || len(prev) == 0 {
+		return true
+	}
+	m, _ := prev[0].Membership()
+	return m != "join"
+}
+
+// syncJoinedRoom is one joined room's part of the response; nil when the filters leave
+// nothing of it.
+func (a *API) syncJoinedRoom(ctx context.Context, f *formatter, filter *Filter, roomNID, since, to int64, full bool) (*joinedRoom, error) {
+	limit := filter.Room.Timeline.limit(defaultTimelineLimit)
+	from := since
+	if full {
+		from = 0
+	}
+	events, limited, err := a.filteredTimeline(ctx, &filter.Room.Timeline, roomNID, from, to, limit)
+	if err != nil {
+		return nil, err
+	}
+	jr := emptyJoinedRoom()
+	jr.Timeline.Limited = limited
+	if len(events) > 0 {
+		jr.Timeline.PrevBatch = streamToken(events[0].StreamPos - 1)
+	} else {
+		jr.Timeline.PrevBatch = streamToken(to)
+	}
+	if jr.Timeline.Events, err = f.formatAll(ctx, events); err != nil {
+		return nil, err
+	}
+
+	// State: the state at the start of the timeline, in full for a new room, otherwise what
+	// changed between since and the start of the timeline.
+	var stateStart map[spec.StateTuple]*rooms.Event
+	if len(events) > 0 {
+		if stateStart, err = a.rooms.StateAt(ctx, events[0].StateBefore); err != nil {
+			return nil, err
+		}
+	} else if stateStart, err = a.rooms.StateAtPosition(ctx, roomNID, to); err != nil {
+		return nil, err
+	}
+	var stateEvents []*rooms.Event
+	if full {
+		for _, e := range stateStart {
+			stateEvents = append(stateEvents, e)
+		}
+	} else if limited {
+		before, err := a.rooms.StateAtPosition(ctx, roomNID, since)
+		if err != nil {
+			return nil, err
+		}
+		for tuple, e := range stateStart {
+			if old, ok := before[tuple]; !ok || old.NID != e.NID {
+				stateEvents = append(stateEvents, e)
+			}
+		}
+	}
+	stateEvents = a.filterState(&filter.Room.State, stateEvents, events, stateStart, f.userID)
+	sort.Slice(stateEvents, func(i, j int) bool { return stateEvents[i].StreamPos < stateEvents[j].StreamPos })
+	if jr.State.Events, err = f.formatAll(ctx, stateEvents); err != nil {
+		return nil, err
+	}
+	if full || hasMemberEvents(events) {
+		jr.Summary = summarize(stateStart, events, f.userID)
+	}
+	return jr, nil
+}
+
+// filteredTimeline fetches up to limit events that pass the filter, newest last.
+func (a *API) filteredTimeline(ctx context.Context, ef *RoomEventFilter, roomNID, from, to int64, limit int) ([]*rooms.Event, bool, error) {
+	if limit == 0 {
+		events, _, err := a.rooms.Timeline(ctx, roomNID, from, to, 1)
+		return nil, len(events) > 0, err
+	}
+	var out []*rooms.Event
+	upper := to
+	// Fetch in pages so that a filter that drops most events still fills the limit.
+	for page := 0; page < 20; page++ {
+		events, more, err := a.rooms.Timeline(ctx, roomNID, from, upper, limit)
+		if err != nil {
+			return nil, false, err
+		}
+		kept := make([]*rooms.Event, 0, len(events))
+		for _, e := range events {
+			if ef.AllowsEvent(e) {
+				kept = append(kept, e)
+			}
+		}
+		out = append(kept, out...)
+		if len(out) >= limit {
+			return out[len(out)-limit:], true, nil
+		}
+		if !more || len(events) == 0 {
+			return out, false, nil
+		}
+		upper = events[0].StreamPos - 1
+	}
+	return out, true, nil
+}
+
+// filterState applies the state filter, including lazy loading of members (client-server API
+// "Lazy-loading room members"): only the members who sent timeline events, and the user.
+func (a *API) filterState(sf *RoomEventFilter, state, timelineEvents []*rooms.Event, stateStart map[spec.StateTuple]*rooms.Event, userID string) []*rooms.Event {
+	var senders map[string]bool
+	if sf.LazyLoadMembers {
+		senders = map[string]bool{userID: true}
+		for _, e := range timelineEvents {
+			senders[e.Sender()] = true
+		}
+	}
+	out := state[:0:0]
+	seen := map[int64]bool{}
+	for _, e := range state {
+		if !sf.AllowsEvent(e) {
+			continue
+		}
+		if senders != nil && e.Type() == "m.room.member" && !senders[*e.StateKey()] {
+			continue
+		}
+		seen[e.NID] = true
+		out = append(out, e)
+	}
+	if senders != nil {
+		// Members of timeline senders even when their member event did not change.
+		for sender := range senders {
+			if e, ok := stateStart[spec.StateTuple{Type: "m.room.member", StateKey: sender}]; ok && !seen[e.NID] {
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
+func hasMemberEvents(events []*rooms.Event) bool {
+	return slices.ContainsFunc(events, func(e *rooms.Event) bool { return e.Type() == "m.room.member" })
+}
+
+// summarize computes the room summary (client-server API "Room summary") from the state at
+// the start of the timeline plus the timeline's state events.
+func summarize(state map[spec.StateTuple]*rooms.Event, timelineEvents []*rooms.Event, userID string) *roomSummary {
+	members := map[string]string{}
+	for tuple, e := range state {
+		if tuple.Type == "m.room.member" {
+			members[tuple.StateKey], _ = e.Membership()
+		}
+	}
+	for _, e := range timelineEvents {
+		if e.Type() == "m.room.member" {
+			members[*e.StateKey()], _ = e.Membership()
+		}
+	}
+	joined, invited := 0, 0
+	var heroes []string
+	for user, m := range members {
+		switch m {
+		case "join":
+			joined++
+		case "invite":
+			invited++
+		}
+		if user != userID && (m == "join" || m == "invite") {
+			heroes = append(heroes, user)
+		}
+	}
+	sort.Strings(heroes)
+	if len(heroes) > 5 {
+		heroes = heroes[:5]
+	}
+	return &roomSummary{Heroes: heroes, JoinedCount: &joined, InvitedCount: &invited}
+}
+
+// strippedStateTypes are the state events shown to invitees (client-server API "Stripped
+// state"); NOTSPEC: the spec recommends these, matching Synapse's default list.
+var strippedStateTypes = []string{
+	"m.room.create", "m.room.join_rules", "m.room.canonical_alias", "m.room.avatar",
+	"m.room.name", "m.room.encryption", "m.room.topic",
+}
+
+// syncInvitedRoom is the stripped state of a room the user is invited to (or knocked on).
+func (a *API) syncInvitedRoom(ctx context.Context, roomID, userID string) (*invitedRoom, error) {
+	state, _, err := a.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	ir := &invitedRoom{}
+	ir.InviteState.Events = []strippedEvent{}
+	for _, t := range strippedStateTypes {
+		if e, ok := state[spec.StateTuple{Type: t}]; ok {
+			ir.InviteState.Events = append(ir.InviteState.Events, stripped(e))
+		}
+	}
+	if e, ok := state[spec.StateTuple{Type: "m.room.member", StateKey: userID}]; ok {
+		ir.InviteState.Events = append(ir.InviteState.Events, stripped(e))
+	}
+	return ir, nil
+}
+
+func stripped(e *rooms.Event) strippedEvent {
+	return strippedEvent{Content: e.Content(), Sender: e.Sender(), StateKey: *e.StateKey(), Type: e.Type()}
+}
+
+// syncLeftRoom is a room the user left or was removed from during the window: its timeline
+// up to and including the leave.
+func (a *API) syncLeftRoom(ctx context.Context, f *formatter, filter *Filter, roomNID, since int64, leave *rooms.Event) (*leftRoom, error) {
+	limit := filter.Room.Timeline.limit(defaultTimelineLimit)
+	events, limited, err := a.filteredTimeline(ctx, &filter.Room.Timeline, roomNID, since, leave.StreamPos, limit)
+	if err != nil {
+		return nil, err
+	}
+	lr := &leftRoom{Timeline: timeline{Limited: limited}, State: clientEventList{Events: []ClientEvent{}}, AccountData: eventList{Events: []any{}}}
+	if len(events) > 0 {
+		lr.Timeline.PrevBatch = streamToken(events[0].StreamPos - 1)
+	}
+	if lr.Timeline.Events, err = f.formatAll(ctx, events); err != nil {
+		return nil, err
+	}
+	return lr, nil
+}

@@ -1,0 +1,383 @@
+package rooms
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/scrambledeggs/eggs/spec"
+	"github.com/scrambledeggs/eggs/storage"
+)
+
+// EventRequest is a new event that a local user asks to send.
+type EventRequest struct {
+	Sender   string
+	Type     string
+	StateKey *string
+	Content  json.RawMessage
+	// Redacts is the target of an m.room.redaction (placed per the room version's rules).
+	Redacts string
+	// DeviceID and TxnID make the send idempotent: a repeat returns the first event.
+	DeviceID string
+	TxnID    string
+}
+
+// maxPrevEvents caps how many forward extremities a new event references.
+// NOTSPEC: the spec sets no number; Synapse uses 10.
+const maxPrevEvents = 10
+
+// maxDepth is the largest depth the spec allows (2^53 - 1).
+const maxDepth = 1<<53 - 1
+
+// Send builds, signs, authorises and persists events of local users into an existing room, in
+// order and atomically: either all are stored or none. It returns them with their stream
+// positions. A request whose transaction ID was seen before returns the event sent then.
+func (s *Server) Send(ctx context.Context, roomID string, reqs ...EventRequest) ([]*Event, error) {
+	r, err := s.loadRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(reqs) == 1 && reqs[0].TxnID != "" {
+		eventID, err := storage.LookupTxn(ctx, s.db, reqs[0].Sender, reqs[0].DeviceID, txnKey(roomID, reqs[0].TxnID))
+		if err != nil {
+			return nil, err
+		}
+		if eventID != "" {
+			e, err := s.EventByID(ctx, eventID)
+			if err != nil {
+				return nil, err
+			}
+			return []*Event{e}, nil
+		}
+	}
+	return s.appendLocked(ctx, r, reqs, nil)
+}
+
+// txnKey scopes a client transaction ID to the room it was used in (room IDs never contain
+// spaces).
+func txnKey(roomID, txnID string) string { return roomID + " " + txnID }
+
+// CreateRoom creates a room of the given version with a create event from creator and then
+// the events of reqs, all in one transaction. It returns the new room's ID.
+func (s *Server) CreateRoom(ctx context.Context, version *spec.RoomVersion, creator string, createContent json.RawMessage, reqs []EventRequest) (string, []*Event, error) {
+	emptyKey := ""
+	create := spec.ProtoEvent{
+		Type: "m.room.create", StateKey: &emptyKey, Sender: creator, Content: createContent,
+		Depth: 1, OriginServerTS: s.now(), PrevEvents: []string{}, AuthEvents: []string{},
+	}
+	if !version.RoomIDIsCreateEventHash {
+		create.RoomID = "!" + randomString(18) + ":" + s.identity.ServerName
+	}
+	createEvent, err := create.Build(version, s.identity.ServerName, s.identity.KeyID, s.identity.Key)
+	if err != nil {
+		return "", nil, fmt.Errorf("build create event: %w", err)
+	}
+	if err := spec.CheckAuth(createEvent, map[spec.StateTuple]*spec.Event{}); err != nil {
+		return "", nil, err
+	}
+	roomID := createEvent.RoomID()
+	var roomNID int64
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		roomNID, err = storage.InsertRoom(ctx, tx, roomID, version.ID)
+		return err
+	})
+	if err != nil {
+		return "", nil, fmt.Errorf("store room: %w", err)
+	}
+	s.versions.Store(roomNID, version)
+	r := &room{nid: roomNID, id: roomID, version: version, chain: &snapshotChain{}, state: map[spec.StateTuple]*Event{}}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s.mu.Lock()
+	s.rooms[roomID] = r
+	s.mu.Unlock()
+	events, err := s.appendLocked(ctx, r, reqs, createEvent)
+	if err != nil {
+		s.mu.Lock()
+		delete(s.rooms, roomID)
+		s.mu.Unlock()
+		return "", nil, err
+	}
+	return roomID, events, nil
+}
+
+// pending is an event built and authorised but not yet stored.
+type pending struct {
+	req   EventRequest
+	event *spec.Event
+}
+
+// appendLocked builds and stores events at the head of r; r.mu is held. first, if not nil,
+// is an already built event (the create event) stored before the others.
+func (s *Server) appendLocked(ctx context.Context, r *room, reqs []EventRequest, first *spec.Event) ([]*Event, error) {
+	// Build and authorise every event against a working copy of the state, so that a failure
+	// part-way leaves the room untouched.
+	state := make(map[spec.StateTuple]*spec.Event, len(r.state)+len(reqs))
+	for tuple, e := range r.state {
+		state[tuple] = e.Event
+	}
+	prev := make([]*spec.Event, 0, len(r.extremities))
+	for _, e := range r.extremities {
+		prev = append(prev, e.Event)
+	}
+	var built []pending
+	if first != nil {
+		built = append(built, pending{event: first})
+		tuple, _ := first.Tuple()
+		state[tuple] = first
+		prev = []*spec.Event{first}
+	}
+	for _, req := range reqs {
+		e, err := s.build(r, req, state, prev)
+		if err != nil {
+			return nil, err
+		}
+		built = append(built, pending{req: req, event: e})
+		if tuple, ok := e.Tuple(); ok {
+			state[tuple] = e
+		}
+		prev = []*spec.Event{e}
+	}
+	return s.persistLocked(ctx, r, built)
+}
+
+// build makes one signed event from req at the head described by state and prev, and checks
+// it against the auth rules.
+func (s *Server) build(r *room, req EventRequest, state map[spec.StateTuple]*spec.Event, prev []*spec.Event) (*spec.Event, error) {
+	if len(prev) > maxPrevEvents {
+		prev = prev[len(prev)-maxPrevEvents:]
+	}
+	proto := spec.ProtoEvent{
+		Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, RoomID: r.id, Content: req.Content,
+		OriginServerTS: s.now(), PrevEvents: make([]string, 0, len(prev)), Redacts: req.Redacts,
+	}
+	if proto.Content == nil {
+		proto.Content = json.RawMessage("{}")
+	}
+	var depth int64
+	for _, p := range prev {
+		proto.PrevEvents = append(proto.PrevEvents, p.EventID())
+		if p.Depth() > depth {
+			depth = p.Depth()
+		}
+	}
+	proto.Depth = min(depth+1, maxDepth)
+	authState := map[spec.StateTuple]*spec.Event{}
+	createTuple := spec.StateTuple{Type: "m.room.create"}
+	if create, ok := state[createTuple]; ok {
+		authState[createTuple] = create
+	}
+	proto.AuthEvents = []string{}
+	for _, tuple := range spec.AuthEventSelection(r.version, req.Type, req.StateKey, req.Sender, proto.Content) {
+		if e, ok := state[tuple]; ok {
+			proto.AuthEvents = append(proto.AuthEvents, e.EventID())
+			authState[tuple] = e
+		}
+	}
+	e, err := proto.Build(r.version, s.identity.ServerName, s.identity.KeyID, s.identity.Key)
+	if err != nil {
+		return nil, fmt.Errorf("build %s event: %w", req.Type, err)
+	}
+	if err := spec.CheckAuth(e, authState); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// persistLocked stores built events in one transaction, then moves the room's head.
+func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([]*Event, error) {
+	positions := make([]int64, len(built))
+	for i := range built {
+		positions[i] = s.stream.Allocate()
+	}
+	chain := r.chain
+	stateChanges := map[spec.StateTuple]*Event{}
+	newTuples := map[spec.StateTuple]int64{}
+	var stored []*Event
+	removeExtremities := make([]int64, 0, len(r.extremities))
+	for _, e := range r.extremities {
+		removeExtremities = append(removeExtremities, e.NID)
+	}
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		chain = r.chain
+		stored = stored[:0]
+		clear(stateChanges)
+		clear(newTuples)
+		for i, p := range built {
+			e := &Event{Event: p.event, StreamPos: positions[i], StateBefore: chain.nid(),
+				SenderDevice: p.req.DeviceID, TxnID: p.req.TxnID}
+			var tupleNID int64
+			tuple, isState := e.Tuple()
+			if isState {
+				var err error
+				if tupleNID, err = s.internTuple(ctx, tx, tuple); err != nil {
+					return err
+				}
+				newTuples[tuple] = tupleNID
+				if replaced, ok := stateChanges[tuple]; ok {
+					e.ReplacesNID = replaced.NID
+				} else if replaced, ok := r.state[tuple]; ok {
+					e.ReplacesNID = replaced.NID
+				}
+			}
+			row := &storage.EventRow{
+				EventID: e.EventID(), RoomNID: r.nid, StreamPos: e.StreamPos, Depth: e.Depth(), Type: e.Type(),
+				StateKey: e.StateKey(), Sender: e.Sender(), OriginTS: e.OriginServerTS(), StateBefore: e.StateBefore,
+				ReplacesNID: e.ReplacesNID, SenderDevice: e.SenderDevice, TxnID: e.TxnID, JSON: e.JSON(),
+			}
+			nid, err := storage.InsertEvent(ctx, tx, row)
+			if err != nil {
+				return fmt.Errorf("insert event: %w", err)
+			}
+			e.NID = nid
+			if isState {
+				depth, baseNID, delta, keep := chain.extend(stateDelta{tupleNID: nid})
+				snapshotNID, err := storage.InsertSnapshot(ctx, tx, r.nid, baseNID, depth, delta)
+				if err != nil {
+					return fmt.Errorf("insert snapshot: %w", err)
+				}
+				chain = chain.withLink(keep, chainLink{nid: snapshotNID, depth: depth, delta: delta})
+				membership := ""
+				if e.Type() == "m.room.member" {
+					membership, _ = e.Membership()
+				}
+				if err := storage.SetCurrentState(ctx, tx, r.nid, tuple.Type, tuple.StateKey, nid, membership); err != nil {
+					return err
+				}
+				stateChanges[tuple] = e
+			}
+			if p.req.TxnID != "" {
+				if err := storage.InsertTxn(ctx, tx, p.req.Sender, p.req.DeviceID, txnKey(r.id, p.req.TxnID), e.EventID(), s.now()); err != nil {
+					return err
+				}
+			}
+			if target := e.Redacts(); target != "" {
+				if err := storage.SetRedactedBy(ctx, tx, target, e.EventID()); err != nil {
+					return err
+				}
+			}
+			stored = append(stored, e)
+		}
+		if chain != r.chain {
+			if err := storage.SetCurrentSnapshot(ctx, tx, r.nid, chain.nid()); err != nil {
+				return err
+			}
+		}
+		last := stored[len(stored)-1]
+		return storage.ReplaceExtremities(ctx, tx, r.nid, removeExtremities, last.NID)
+	})
+	if err != nil {
+		for _, pos := range positions {
+			s.stream.Finish(pos)
+		}
+		return nil, err
+	}
+	r.chain = chain
+	for tuple, nid := range newTuples {
+		s.tuples.add(tuple, nid)
+	}
+	for tuple, e := range stateChanges {
+		r.state[tuple] = e
+		if tuple.Type == "m.room.member" {
+			r.joined = nil
+		}
+	}
+	r.extremities = []*Event{stored[len(stored)-1]}
+	for _, e := range stored {
+		s.events.put(e)
+		if target := e.Redacts(); target != "" {
+			s.applyRedaction(ctx, r, target)
+		}
+	}
+	wake := r.wakeList(stored)
+	for _, pos := range positions {
+		s.stream.Finish(pos, wake...)
+	}
+	return stored, nil
+}
+
+// wakeList is everyone whose /sync may change because of events: the room's joined members
+// and the targets of membership events (invitees, the kicked, …).
+func (r *room) wakeList(events []*Event) []string {
+	users := r.joinedMembers()
+	for _, e := range events {
+		if e.Type() == "m.room.member" && e.StateKey() != nil {
+			users = append(users[:len(users):len(users)], *e.StateKey())
+		}
+	}
+	return users
+}
+
+// joinedMembers lists the room's joined members (cached until the membership changes).
+func (r *room) joinedMembers() []string {
+	if r.joined != nil {
+		return r.joined
+	}
+	joined := make([]string, 0, 8)
+	for tuple, e := range r.state {
+		if tuple.Type != "m.room.member" {
+			continue
+		}
+		if m, _ := e.Membership(); m == "join" {
+			joined = append(joined, tuple.StateKey)
+		}
+	}
+	r.joined = joined
+	return joined
+}
+
+// internTuple returns the numeric ID of a state tuple.
+func (s *Server) internTuple(ctx context.Context, tx *storage.Tx, tuple spec.StateTuple) (int64, error) {
+	if nid, ok := s.tuples.nid(tuple); ok {
+		return nid, nil
+	}
+	nid, err := storage.InternTuple(ctx, tx, tuple.Type, tuple.StateKey)
+	if err != nil {
+		return 0, fmt.Errorf("intern %s: %w", tuple, err)
+	}
+	// Cached by the caller only once the transaction has committed: a rolled-back insert
+	// must not leave a numeric ID in the cache that no row has.
+	return nid, nil
+}
+
+// applyRedaction drops a redacted event from the cache and, if it is part of the current
+// state, replaces it there by its redacted form (which later auth checks must see).
+func (s *Server) applyRedaction(ctx context.Context, r *room, eventID string) {
+	row, err := storage.LoadEventByID(ctx, s.db, eventID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return
+	}
+	if err != nil {
+		s.log.Warn("reload redacted event", "event_id", eventID, "err", err)
+		return
+	}
+	s.events.forget(row.NID)
+	if row.StateKey == nil {
+		return
+	}
+	tuple := spec.StateTuple{Type: row.Type, StateKey: *row.StateKey}
+	if current, ok := r.state[tuple]; ok && current.NID == row.NID {
+		redacted, err := s.fromRow(row)
+		if err != nil {
+			s.log.Warn("redact state event", "event_id", eventID, "err", err)
+			return
+		}
+		r.state[tuple] = redacted
+		r.joined = nil
+	}
+}
+
+// randomString is n random letters, for opaque room IDs of old room versions.
+func randomString(n int) string {
+	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b)
+}

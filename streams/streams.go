@@ -1,0 +1,130 @@
+// Package streams hands out the server-wide stream positions that order everything /sync
+// delivers (room events, account data, receipts, to-device messages, …) and wakes the
+// long-polling /sync requests that wait for them.
+//
+// One counter serves every stream, so a sync token is a single number. Positions are given
+// out before the write that uses them commits, and writes to different rooms commit
+// concurrently, so they can become visible out of order; readers therefore only ever read up
+// to Current(), the highest position below which every write has finished (committed or
+// abandoned). This is what keeps a /sync from skipping an event that commits late.
+package streams
+
+import (
+	"context"
+	"sync"
+)
+
+// Tracker allocates positions and tracks which have finished.
+type Tracker struct {
+	mu      sync.Mutex
+	next    int64          // next position to hand out
+	current int64          // every position ≤ current has finished
+	pending map[int64]bool // allocated and not yet finished
+	done    map[int64]bool // finished but above current (waiting for a lower one)
+	wake    chan struct{}  // closed and replaced whenever current advances
+	users   map[string]*userWaiters
+}
+
+type userWaiters struct {
+	ch    chan struct{} // closed and replaced when the user is woken
+	pos   int64         // highest position the user was woken for
+	count int           // /sync requests of this user waiting now
+}
+
+// NewTracker starts after the highest position already stored.
+func NewTracker(maxStored int64) *Tracker {
+	return &Tracker{
+		next: maxStored + 1, current: maxStored,
+		pending: map[int64]bool{}, done: map[int64]bool{},
+		wake: make(chan struct{}), users: map[string]*userWaiters{},
+	}
+}
+
+// Allocate reserves the next position. The caller must call Finish with it exactly once,
+// whether its write committed or not.
+func (t *Tracker) Allocate() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pos := t.next
+	t.next++
+	t.pending[pos] = true
+	return pos
+}
+
+// Finish marks pos as finished and wakes the given users (those whose /sync may now have
+// something new) once the position becomes readable. A nil list wakes nobody in particular.
+func (t *Tracker) Finish(pos int64, wakeUsers ...string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.pending, pos)
+	t.done[pos] = true
+	advanced := false
+	for t.done[t.current+1] {
+		delete(t.done, t.current+1)
+		t.current++
+		advanced = true
+	}
+	for _, u := range wakeUsers {
+		if w, ok := t.users[u]; ok {
+			if pos > w.pos {
+				w.pos = pos
+			}
+			close(w.ch)
+			w.ch = make(chan struct{})
+		}
+	}
+	if advanced {
+		close(t.wake)
+		t.wake = make(chan struct{})
+	}
+}
+
+// Current is the highest position at or below which every write has finished.
+func (t *Tracker) Current() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.current
+}
+
+// Wait blocks until something for user at a position above since has become readable, or
+// ctx ends, and returns Current(). If the stream has already moved past since it returns at
+// once, so a caller that read up to since and then calls Wait cannot miss a wake-up: it just
+// reads again.
+func (t *Tracker) Wait(ctx context.Context, user string, since int64) int64 {
+	t.mu.Lock()
+	if t.current > since {
+		cur := t.current
+		t.mu.Unlock()
+		return cur
+	}
+	w, ok := t.users[user]
+	if !ok {
+		w = &userWaiters{ch: make(chan struct{})}
+		t.users[user] = w
+	}
+	w.count++
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		w.count--
+		if w.count == 0 {
+			delete(t.users, user)
+		}
+		t.mu.Unlock()
+	}()
+
+	for {
+		t.mu.Lock()
+		cur, wake, userCh, wanted := t.current, t.wake, w.ch, w.pos
+		t.mu.Unlock()
+		if wanted > since && cur >= wanted {
+			return cur
+		}
+		select {
+		case <-ctx.Done():
+			return cur
+		case <-userCh:
+		case <-wake:
+		}
+	}
+}
