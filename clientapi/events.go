@@ -493,7 +493,7 @@ func (a *API) visibleEvent(ctx context.Context, rr *roomReader, eventID string) 
 	if eventID == "" || len(eventID) > spec.MaxIdentifierLength {
 		return nil, notFound
 	}
-	e, err := a.rooms.EventByID(ctx, eventID)
+	e, err := a.rooms.TimelineEventByID(ctx, eventID)
 	if errors.Is(err, rooms.ErrEventNotFound) {
 		return nil, notFound
 	}

@@ -75,7 +75,7 @@ func (f *formatter) formatAll(ctx context.Context, events []*rooms.Event) ([]Cli
 	for _, e := range events {
 		ce := f.format(e, replaced[e.ReplacesNID])
 		if e.RedactedBy != "" {
-			if redaction, err := f.api.rooms.EventByID(ctx, e.RedactedBy); err == nil {
+			if redaction, err := f.api.rooms.TimelineEventByID(ctx, e.RedactedBy); err == nil {
 				rc := f.format(redaction, nil)
 				ce.Unsigned.RedactedBecause = &rc
 			}

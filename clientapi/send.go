@@ -211,7 +211,7 @@ func (a *API) redact(w http.ResponseWriter, r *http.Request, d *Device) error {
 	// The auth rules only check the redaction event itself; whether it may take effect on
 	// its target is the server's check (client-server API "Redactions": own events, or the
 	// "redact" power level).
-	targetEvent, err := a.rooms.EventByID(r.Context(), target)
+	targetEvent, err := a.rooms.TimelineEventByID(r.Context(), target)
 	if err == nil && targetEvent.RoomID() == roomID && targetEvent.Sender() != d.UserID {
 		if err := a.requirePower(r, roomID, d.UserID, "redact"); err != nil {
 			return err

@@ -208,7 +208,7 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 		clear(stateChanges)
 		clear(newTuples)
 		for i, p := range built {
-			e := &Event{Event: p.event, StreamPos: positions[i], StateBefore: chain.nid(),
+			e := &Event{Event: p.event, StreamPos: positions[i], StateBefore: chain.nid(), StateAfter: chain.nid(),
 				SenderDevice: p.req.DeviceID, TxnID: p.req.TxnID}
 			var tupleNID int64
 			tuple, isState := e.Tuple()
@@ -226,7 +226,7 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 			}
 			row := &storage.EventRow{
 				EventID: e.EventID(), RoomNID: r.nid, StreamPos: e.StreamPos, Depth: e.Depth(), Type: e.Type(),
-				StateKey: e.StateKey(), Sender: e.Sender(), OriginTS: e.OriginServerTS(), StateBefore: e.StateBefore,
+				StateKey: e.StateKey(), Sender: e.Sender(), OriginTS: e.OriginServerTS(), StateBefore: e.StateBefore, StateAfter: e.StateAfter,
 				ReplacesNID: e.ReplacesNID, SenderDevice: e.SenderDevice, TxnID: e.TxnID, JSON: e.JSON(),
 			}
 			nid, err := storage.InsertEvent(ctx, tx, row)
@@ -241,6 +241,10 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 					return fmt.Errorf("insert snapshot: %w", err)
 				}
 				chain = chain.withLink(keep, chainLink{nid: snapshotNID, depth: depth, delta: delta})
+				e.StateAfter = snapshotNID
+				if err := storage.SetStateAfter(ctx, tx, nid, snapshotNID); err != nil {
+					return err
+				}
 				membership := ""
 				if e.Type() == "m.room.member" {
 					membership, _ = e.Membership()

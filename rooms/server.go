@@ -54,8 +54,11 @@ type Event struct {
 	*spec.Event
 	NID       int64
 	StreamPos int64
-	// StateBefore is the snapshot of the room state before the event.
+	// StateBefore and StateAfter are the snapshots of the room state before and after the
+	// event (equal for message events).
 	StateBefore int64
+	StateAfter  int64
+	Status      storage.EventStatus
 	// ReplacesNID is, for a state event, the event it replaced in the state.
 	ReplacesNID  int64
 	RedactedBy   string
@@ -180,16 +183,9 @@ func (s *Server) StateAt(ctx context.Context, snapshotNID int64) (map[spec.State
 	return state, err
 }
 
-// StateAfter returns the room state after event e (the state before it, plus e if it is a state event).
+// StateAfter returns the room state after event e.
 func (s *Server) StateAfter(ctx context.Context, e *Event) (map[spec.StateTuple]*Event, error) {
-	state, err := s.StateAt(ctx, e.StateBefore)
-	if err != nil {
-		return nil, err
-	}
-	if tuple, ok := e.Tuple(); ok {
-		state[tuple] = e
-	}
-	return state, nil
+	return s.StateAt(ctx, e.StateAfter)
 }
 
 // CurrentState returns a copy of the room's current state by tuple, and the room's version.
@@ -246,7 +242,20 @@ func (s *Server) RoomNID(ctx context.Context, roomID string) (int64, error) {
 	return r.nid, nil
 }
 
-// EventByID reads one event.
+// TimelineEventByID reads one event that is part of a room's timeline: not an outlier, nor
+// soft-failed or rejected. Client APIs use this one.
+func (s *Server) TimelineEventByID(ctx context.Context, eventID string) (*Event, error) {
+	e, err := s.EventByID(ctx, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if e.StreamPos == 0 {
+		return nil, ErrEventNotFound
+	}
+	return e, nil
+}
+
+// EventByID reads one event, whatever its status.
 func (s *Server) EventByID(ctx context.Context, eventID string) (*Event, error) {
 	row, err := storage.LoadEventByID(ctx, s.db, eventID)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -316,7 +325,7 @@ func (s *Server) fromRow(row *storage.EventRow) (*Event, error) {
 		}
 	}
 	e := &Event{Event: parsed, NID: row.NID, StreamPos: row.StreamPos, StateBefore: row.StateBefore,
-		ReplacesNID: row.ReplacesNID, RedactedBy: row.RedactedBy, SenderDevice: row.SenderDevice, TxnID: row.TxnID}
+		StateAfter: row.StateAfter, Status: row.Status, ReplacesNID: row.ReplacesNID, RedactedBy: row.RedactedBy, SenderDevice: row.SenderDevice, TxnID: row.TxnID}
 	s.events.put(e)
 	return e, nil
 }

@@ -30,6 +30,8 @@ type EventRow struct {
 	Sender       string
 	OriginTS     int64
 	StateBefore  int64
+	StateAfter   int64
+	Status       EventStatus
 	ReplacesNID  int64
 	RedactedBy   string
 	SenderDevice string
@@ -106,27 +108,58 @@ func LoadTuples(ctx context.Context, q Querier, nids []int64) (map[int64][2]stri
 	return out, nil
 }
 
+// EventStatus says how an event was received: accepted into the room, or stored for
+// reference only.
+type EventStatus int
+
+const (
+	// EventAccepted events are part of the room: in the DAG, the timeline and the state.
+	EventAccepted EventStatus = iota
+	// EventOutlier events are known (as auth events, say) without the state around them.
+	EventOutlier
+	// EventSoftFailed events passed the auth checks against their own state but not against
+	// the room's current state: kept, but neither relayed to clients nor built upon.
+	EventSoftFailed
+	// EventRejected events failed the auth checks; kept so they are not processed again.
+	EventRejected
+)
+
 // InsertEvent stores an event and returns its numeric ID.
 func InsertEvent(ctx context.Context, q Querier, e *EventRow) (int64, error) {
-	err := q.QueryRow(ctx, `INSERT INTO events (event_id, room_nid, stream_pos, depth, type, state_key, sender,
-		origin_ts, state_before, replaces_nid, sender_device, txn_id, json)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING event_nid`,
-		e.EventID, e.RoomNID, e.StreamPos, e.Depth, e.Type, e.StateKey, e.Sender, e.OriginTS,
-		e.StateBefore, e.ReplacesNID, nullString(e.SenderDevice), nullString(e.TxnID), string(e.JSON)).Scan(&e.NID)
+	err := q.QueryRow(ctx, `INSERT INTO events (event_id, room_nid, stream_pos, status, depth, type, state_key, sender,
+		origin_ts, state_before, state_after, replaces_nid, sender_device, txn_id, json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING event_nid`,
+		e.EventID, e.RoomNID, e.StreamPos, int(e.Status), e.Depth, e.Type, e.StateKey, e.Sender, e.OriginTS,
+		e.StateBefore, e.StateAfter, e.ReplacesNID, nullString(e.SenderDevice), nullString(e.TxnID), string(e.JSON)).Scan(&e.NID)
 	return e.NID, err
 }
 
-const eventColumns = `event_nid, event_id, room_nid, stream_pos, depth, type, state_key, sender, origin_ts,
-	state_before, replaces_nid, COALESCE(redacted_by, ''), COALESCE(sender_device, ''), COALESCE(txn_id, ''), json`
+// SetStateAfter records the snapshot after a state event, made once the event had its ID.
+func SetStateAfter(ctx context.Context, q Querier, eventNID, snapshotNID int64) error {
+	_, err := q.Exec(ctx, `UPDATE events SET state_after = $1 WHERE event_nid = $2`, snapshotNID, eventNID)
+	return err
+}
+
+// DeleteCurrentState removes a tuple from a room's current state (after a state resolution
+// dropped it).
+func DeleteCurrentState(ctx context.Context, q Querier, roomNID int64, evType, stateKey string) error {
+	_, err := q.Exec(ctx, `DELETE FROM current_state WHERE room_nid = $1 AND type = $2 AND state_key = $3`, roomNID, evType, stateKey)
+	return err
+}
+
+const eventColumns = `event_nid, event_id, room_nid, stream_pos, status, depth, type, state_key, sender, origin_ts,
+	state_before, state_after, replaces_nid, COALESCE(redacted_by, ''), COALESCE(sender_device, ''), COALESCE(txn_id, ''), json`
 
 func scanEvent(scan func(...any) error) (*EventRow, error) {
 	e := &EventRow{}
 	var stateKey sql.NullString
 	var js string
-	if err := scan(&e.NID, &e.EventID, &e.RoomNID, &e.StreamPos, &e.Depth, &e.Type, &stateKey, &e.Sender,
-		&e.OriginTS, &e.StateBefore, &e.ReplacesNID, &e.RedactedBy, &e.SenderDevice, &e.TxnID, &js); err != nil {
+	var status int
+	if err := scan(&e.NID, &e.EventID, &e.RoomNID, &e.StreamPos, &status, &e.Depth, &e.Type, &stateKey, &e.Sender,
+		&e.OriginTS, &e.StateBefore, &e.StateAfter, &e.ReplacesNID, &e.RedactedBy, &e.SenderDevice, &e.TxnID, &js); err != nil {
 		return nil, err
 	}
+	e.Status = EventStatus(status)
 	if stateKey.Valid {
 		e.StateKey = &stateKey.String
 	}

@@ -15,15 +15,19 @@ CREATE TABLE events (
     event_nid      {{BIGSERIAL}},
     event_id       TEXT NOT NULL UNIQUE,
     room_nid       {{BIGINT}} NOT NULL,
-    -- Position in the server-wide stream; 0 for outliers, which are not in any timeline.
+    -- Position in the server-wide stream; 0 for events in no timeline (outliers,
+    -- soft-failed and rejected events).
     stream_pos     {{BIGINT}} NOT NULL,
+    -- 0 accepted, 1 outlier (stored without state), 2 soft-failed, 3 rejected.
+    status         SMALLINT NOT NULL DEFAULT 0,
     depth          {{BIGINT}} NOT NULL,
     type           TEXT NOT NULL,
     state_key      TEXT,
     sender         TEXT NOT NULL,
     origin_ts      {{BIGINT}} NOT NULL,
-    -- Snapshot of the room state before this event.
+    -- Snapshots of the room state before and after this event (equal for message events).
     state_before   {{BIGINT}} NOT NULL,
+    state_after    {{BIGINT}} NOT NULL DEFAULT 0,
     -- For state events: the event this one replaced in the state (for unsigned.prev_content).
     replaces_nid   {{BIGINT}} NOT NULL DEFAULT 0,
     -- The redaction event that applies to this event, if any.
