@@ -81,3 +81,55 @@ func (c *eventCache) forget(nid int64) {
 		delete(c.byNID, nid)
 	}
 }
+
+// lru is a small least-recently-used cache.
+type lru[K comparable, V any] struct {
+	mu    sync.Mutex
+	max   int
+	order *list.List // front = most recent; values are lruEntry
+	items map[K]*list.Element
+}
+
+type lruEntry[K comparable, V any] struct {
+	key   K
+	value V
+}
+
+func newLRU[K comparable, V any](max int) *lru[K, V] {
+	return &lru[K, V]{max: max, order: list.New(), items: map[K]*list.Element{}}
+}
+
+func (c *lru[K, V]) get(key K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[key]; ok {
+		c.order.MoveToFront(el)
+		return el.Value.(lruEntry[K, V]).value, true
+	}
+	var zero V
+	return zero, false
+}
+
+func (c *lru[K, V]) put(key K, value V) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[key]; ok {
+		el.Value = lruEntry[K, V]{key, value}
+		c.order.MoveToFront(el)
+		return
+	}
+	c.items[key] = c.order.PushFront(lruEntry[K, V]{key, value})
+	for c.order.Len() > c.max {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.items, last.Value.(lruEntry[K, V]).key)
+	}
+}
+
+// clear empties the cache.
+func (c *lru[K, V]) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.order.Init()
+	clear(c.items)
+}

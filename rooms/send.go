@@ -363,6 +363,8 @@ func (s *Server) applyRedaction(ctx context.Context, r *room, eventID string) {
 	if row.StateKey == nil {
 		return
 	}
+	// Cached snapshots may hold the unredacted event; redactions of state are rare.
+	s.snapshots.clear()
 	tuple := spec.StateTuple{Type: row.Type, StateKey: *row.StateKey}
 	if current, ok := r.state[tuple]; ok && current.NID == row.NID {
 		redacted, err := s.fromRow(row)

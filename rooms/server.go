@@ -45,8 +45,15 @@ type Server struct {
 	rooms    map[string]*room
 	versions sync.Map // room NID → *spec.RoomVersion
 
-	tuples tupleCache
-	events eventCache
+	tuples    tupleCache
+	events    eventCache
+	snapshots *lru[int64, snapshotEntry]
+}
+
+// snapshotEntry is a loaded snapshot: its chain and its events by tuple.
+type snapshotEntry struct {
+	chain *snapshotChain
+	state map[spec.StateTuple]*Event
 }
 
 // Event is a stored event with its numeric ID and stream position.
@@ -70,9 +77,10 @@ type Event struct {
 func New(db *storage.DB, identity Identity, stream *streams.Tracker, now func() int64, log *slog.Logger) *Server {
 	return &Server{
 		db: db, identity: identity, stream: stream, log: log, now: now,
-		rooms:  map[string]*room{},
-		tuples: newTupleCache(),
-		events: newEventCache(50000),
+		rooms:     map[string]*room{},
+		tuples:    newTupleCache(),
+		events:    newEventCache(50000),
+		snapshots: newLRU[int64, snapshotEntry](256),
 	}
 }
 
@@ -138,14 +146,18 @@ func (s *Server) loadRoom(ctx context.Context, roomID string) (*room, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.nid, r.chain, r.state, r.extremities = row.NID, chain, state, extremities
+	r.nid, r.chain, r.state, r.extremities = row.NID, chain, copyState(state), extremities
 	r.version = version
 	s.versions.Store(row.NID, version)
 	return r, nil
 }
 
-// loadState reads a snapshot: its chain and its events by tuple.
+// loadState reads a snapshot: its chain and its events by tuple. Snapshots never change, so
+// the result is cached and shared: callers must not modify the map.
 func (s *Server) loadState(ctx context.Context, snapshotNID int64) (*snapshotChain, map[spec.StateTuple]*Event, error) {
+	if cached, ok := s.snapshots.get(snapshotNID); ok {
+		return cached.chain, cached.state, nil
+	}
 	links, err := storage.LoadSnapshotChain(ctx, s.db, snapshotNID)
 	if err != nil {
 		return nil, nil, err
@@ -155,7 +167,11 @@ func (s *Server) loadState(ctx context.Context, snapshotNID int64) (*snapshotCha
 		chain.links = append(chain.links, chainLink{nid: l.NID, depth: l.Depth, delta: l.Delta})
 	}
 	state, err := s.stateEvents(ctx, chain.full(nil))
-	return chain, state, err
+	if err != nil {
+		return nil, nil, err
+	}
+	s.snapshots.put(snapshotNID, snapshotEntry{chain: chain, state: state})
+	return chain, state, nil
 }
 
 // stateEvents turns tuple NID → event NID into the events by tuple.
@@ -177,7 +193,7 @@ func (s *Server) stateEvents(ctx context.Context, full stateDelta) (map[spec.Sta
 	return state, nil
 }
 
-// StateAt returns the state of a snapshot by tuple.
+// StateAt returns the state of a snapshot by tuple. The map is shared: do not modify it.
 func (s *Server) StateAt(ctx context.Context, snapshotNID int64) (map[spec.StateTuple]*Event, error) {
 	_, state, err := s.loadState(ctx, snapshotNID)
 	return state, err
@@ -350,4 +366,13 @@ func (s *Server) versionOfRoomNID(roomNID int64) (*spec.RoomVersion, error) {
 // EventsByNID reads events by numeric ID (in no particular order).
 func (s *Server) EventsByNID(ctx context.Context, nids []int64) ([]*Event, error) {
 	return s.eventsByNID(ctx, nids)
+}
+
+// copyState copies a state map (the cached ones are shared and must not change).
+func copyState(state map[spec.StateTuple]*Event) map[spec.StateTuple]*Event {
+	out := make(map[spec.StateTuple]*Event, len(state))
+	for k, v := range state {
+		out[k] = v
+	}
+	return out
 }
