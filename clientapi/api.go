@@ -32,6 +32,7 @@ type API struct {
 	nonces   *auth.NonceStore
 	limiters *auth.Limiters
 	clock    func() time.Time
+	typing   *typingTracker
 }
 
 // New makes the API. clock is time.Now outside tests.
@@ -42,12 +43,14 @@ func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog
 	if err != nil {
 		return nil, err
 	}
-	return &API{
+	a := &API{
 		cfg: cfg, db: db, rooms: roomServer, log: log, clock: clock,
 		uia:      auth.NewUIA(auth.UIAConfig{Clock: clock}),
 		nonces:   auth.NewNonceStore(10000, clock),
 		limiters: limiters,
-	}, nil
+	}
+	a.typing = newTypingTracker(db, roomServer.Stream(), a.joinedMemberIDs, log, clock)
+	return a, nil
 }
 
 // nowMS is the current time in milliseconds since the epoch.

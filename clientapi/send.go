@@ -30,6 +30,7 @@ func (a *API) roomRoutes(r chi.Router, h func(httpapi.Handler) http.Handler, aut
 	a.membershipRoutes(r, authed)
 	a.eventRoutes(r, authed)
 	a.directoryRoutes(r, h, authed)
+	a.receiptRoutes(r, authed)
 }
 
 // readContent reads an event's content: a JSON object of at most one event's size.

@@ -79,6 +79,8 @@ type joinedRoom struct {
 	AccountData eventList       `json:"account_data"`
 	Ephemeral   eventList       `json:"ephemeral"`
 	Summary     *roomSummary    `json:"summary,omitempty"`
+	// UnreadNotifications is set for every joined room whose timeline part is computed.
+	UnreadNotifications *unreadCounts `json:"unread_notifications,omitempty"`
 }
 
 type invitedRoom struct {
@@ -218,6 +220,14 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 			active[nid] = true
 		}
 	}
+	// Receipts of the window, by room; an initial sync reads each room's latest instead.
+	var newReceipts map[int64][]storage.ReceiptRow
+	if !initial {
+		if newReceipts, err = a.receiptsBetween(ctx, d.UserID, since, to); err != nil {
+			return nil, err
+		}
+	}
+	unread := newUnreadCounter(d.UserID)
 	for _, m := range memberships {
 		if !allowsRoom(filter.Room.Rooms, filter.Room.NotRooms, m.RoomID) {
 			continue
@@ -229,7 +239,8 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 		switch m.Membership {
 		case "join":
 			newlyJoined := memberEvent != nil && wasNotJoined(ctx, a, memberEvent)
-			if !initial && !active[m.RoomNID] && !newlyJoined {
+			if !initial && !active[m.RoomNID] && !newlyJoined &&
+				!a.ephemeralChanged(filter, m.RoomID, newReceipts[m.RoomNID], since, to) {
 				continue
 			}
 			jr, err := a.syncJoinedRoom(ctx, f, filter, m.RoomNID, since, to, initial || newlyJoined)
@@ -237,6 +248,12 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 				return nil, err
 			}
 			if jr != nil {
+				if err := a.addEphemeral(ctx, jr, filter, d.UserID, m, newReceipts[m.RoomNID], since, to, initial || newlyJoined); err != nil {
+					return nil, err
+				}
+				if jr.UnreadNotifications, err = a.unreadNotifications(ctx, unread, m, to); err != nil {
+					return nil, err
+				}
 				resp.Rooms.Join[m.RoomID] = jr
 			}
 		case "invite", "knock":
@@ -350,6 +367,12 @@ func (a *API) syncJoinedRoom(ctx context.Context, f *formatter, filter *Filter, 
 
 	// State: the state at the start of the timeline, in full for a new room, otherwise what
 	// changed between since and the start of the timeline.
+	// An incremental sync whose timeline holds everything since needs no state at all
+	// (unless it lazy-loads members or must summarise a membership change).
+	needState := full || limited || filter.Room.State.LazyLoadMembers || hasMemberEvents(events)
+	if !needState {
+		return jr, nil
+	}
 	var stateStart map[spec.StateTuple]*rooms.Event
 	if len(events) > 0 {
 		if stateStart, err = a.rooms.StateAt(ctx, events[0].StateBefore); err != nil {

@@ -459,7 +459,7 @@ func (h *roomHead) apply(r *room) []*Event {
 	var changed []*Event
 	if h.state == nil {
 		for tuple, e := range h.changes {
-			r.state[tuple] = e
+			r.setState(tuple, e)
 			changed = append(changed, e)
 		}
 	} else {
@@ -468,15 +468,7 @@ func (h *roomHead) apply(r *room) []*Event {
 				changed = append(changed, e)
 			}
 		}
-		if len(h.state) != len(r.state) {
-			r.joined = nil
-		}
-		r.state = h.state
-	}
-	for _, e := range changed {
-		if e.Type() == "m.room.member" {
-			r.joined = nil
-		}
+		r.state, r.joined, r.joinedIndex = h.state, nil, nil
 	}
 	r.extremities, r.chain = h.extremities, h.chain
 	return changed

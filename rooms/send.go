@@ -69,25 +69,35 @@ func (s *Server) CreateRoom(ctx context.Context, version *spec.RoomVersion, crea
 		Type: "m.room.create", StateKey: &emptyKey, Sender: creator, Content: createContent,
 		Depth: 1, OriginServerTS: s.now(), PrevEvents: []string{}, AuthEvents: []string{},
 	}
-	if !version.RoomIDIsCreateEventHash {
-		create.RoomID = "!" + randomString(18) + ":" + s.identity.ServerName
-	}
-	createEvent, err := create.Build(version, s.identity.ServerName, s.identity.KeyID, s.identity.Key)
-	if err != nil {
-		return "", nil, fmt.Errorf("build create event: %w", err)
-	}
-	if err := spec.CheckAuth(createEvent, map[spec.StateTuple]*spec.Event{}); err != nil {
-		return "", nil, err
+	var createEvent *spec.Event
+	var roomNID int64
+	// In room version 12 the room ID is the create event's hash, so two identical create
+	// requests in the same millisecond would name the same room: move the timestamp on.
+	for attempt := 0; ; attempt++ {
+		if !version.RoomIDIsCreateEventHash {
+			create.RoomID = "!" + randomString(18) + ":" + s.identity.ServerName
+		}
+		var err error
+		createEvent, err = create.Build(version, s.identity.ServerName, s.identity.KeyID, s.identity.Key)
+		if err != nil {
+			return "", nil, fmt.Errorf("build create event: %w", err)
+		}
+		if err := spec.CheckAuth(createEvent, map[spec.StateTuple]*spec.Event{}); err != nil {
+			return "", nil, err
+		}
+		err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+			roomNID, err = storage.InsertRoom(ctx, tx, createEvent.RoomID(), version.ID)
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if _, lookupErr := storage.LoadRoom(ctx, s.db, createEvent.RoomID()); lookupErr != nil || attempt == 10 {
+			return "", nil, fmt.Errorf("store room: %w", err)
+		}
+		create.OriginServerTS++
 	}
 	roomID := createEvent.RoomID()
-	var roomNID int64
-	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		roomNID, err = storage.InsertRoom(ctx, tx, roomID, version.ID)
-		return err
-	})
-	if err != nil {
-		return "", nil, fmt.Errorf("store room: %w", err)
-	}
 	s.versions.Store(roomNID, version)
 	r := &room{nid: roomNID, id: roomID, version: version, chain: &snapshotChain{}, state: map[spec.StateTuple]*Event{}}
 	r.mu.Lock()
@@ -114,12 +124,10 @@ type pending struct {
 // appendLocked builds and stores events at the head of r; r.mu is held. first, if not nil,
 // is an already built event (the create event) stored before the others.
 func (s *Server) appendLocked(ctx context.Context, r *room, reqs []EventRequest, first *spec.Event) ([]*Event, error) {
-	// Build and authorise every event against a working copy of the state, so that a failure
-	// part-way leaves the room untouched.
-	state := make(map[spec.StateTuple]*spec.Event, len(r.state)+len(reqs))
-	for tuple, e := range r.state {
-		state[tuple] = e.Event
-	}
+	// Build and authorise every event against the current state plus the events built so far
+	// (an overlay, so that a failure part-way leaves the room untouched and a send into a
+	// large room copies nothing).
+	state := stateView{base: r.state, overlay: map[spec.StateTuple]*spec.Event{}}
 	prev := make([]*spec.Event, 0, len(r.extremities))
 	for _, e := range r.extremities {
 		prev = append(prev, e.Event)
@@ -128,7 +136,7 @@ func (s *Server) appendLocked(ctx context.Context, r *room, reqs []EventRequest,
 	if first != nil {
 		built = append(built, pending{event: first})
 		tuple, _ := first.Tuple()
-		state[tuple] = first
+		state.overlay[tuple] = first
 		prev = []*spec.Event{first}
 	}
 	for _, req := range reqs {
@@ -138,16 +146,32 @@ func (s *Server) appendLocked(ctx context.Context, r *room, reqs []EventRequest,
 		}
 		built = append(built, pending{req: req, event: e})
 		if tuple, ok := e.Tuple(); ok {
-			state[tuple] = e
+			state.overlay[tuple] = e
 		}
 		prev = []*spec.Event{e}
 	}
 	return s.persistLocked(ctx, r, built)
 }
 
+// stateView is a room's current state with events not yet stored laid over it.
+type stateView struct {
+	base    map[spec.StateTuple]*Event
+	overlay map[spec.StateTuple]*spec.Event
+}
+
+func (v stateView) get(tuple spec.StateTuple) *spec.Event {
+	if e, ok := v.overlay[tuple]; ok {
+		return e
+	}
+	if e, ok := v.base[tuple]; ok {
+		return e.Event
+	}
+	return nil
+}
+
 // build makes one signed event from req at the head described by state and prev, and checks
 // it against the auth rules.
-func (s *Server) build(r *room, req EventRequest, state map[spec.StateTuple]*spec.Event, prev []*spec.Event) (*spec.Event, error) {
+func (s *Server) build(r *room, req EventRequest, state stateView, prev []*spec.Event) (*spec.Event, error) {
 	if len(prev) > maxPrevEvents {
 		prev = prev[len(prev)-maxPrevEvents:]
 	}
@@ -168,12 +192,12 @@ func (s *Server) build(r *room, req EventRequest, state map[spec.StateTuple]*spe
 	proto.Depth = min(depth+1, maxDepth)
 	authState := map[spec.StateTuple]*spec.Event{}
 	createTuple := spec.StateTuple{Type: "m.room.create"}
-	if create, ok := state[createTuple]; ok {
+	if create := state.get(createTuple); create != nil {
 		authState[createTuple] = create
 	}
 	proto.AuthEvents = []string{}
 	for _, tuple := range spec.AuthEventSelection(r.version, req.Type, req.StateKey, req.Sender, proto.Content) {
-		if e, ok := state[tuple]; ok {
+		if e := state.get(tuple); e != nil {
 			proto.AuthEvents = append(proto.AuthEvents, e.EventID())
 			authState[tuple] = e
 		}
@@ -198,9 +222,20 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 	stateChanges := map[spec.StateTuple]*Event{}
 	newTuples := map[spec.StateTuple]int64{}
 	var stored []*Event
-	removeExtremities := make([]int64, 0, len(r.extremities))
+	// The first event names (up to maxPrevEvents of) the forward extremities as its
+	// prev_events; those stop being extremities, any others stay.
+	referenced := map[string]bool{}
+	for _, id := range built[0].event.PrevEventIDs() {
+		referenced[id] = true
+	}
+	var removeExtremities []int64
+	var keptExtremities []*Event
 	for _, e := range r.extremities {
-		removeExtremities = append(removeExtremities, e.NID)
+		if referenced[e.EventID()] {
+			removeExtremities = append(removeExtremities, e.NID)
+		} else {
+			keptExtremities = append(keptExtremities, e)
+		}
 	}
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		chain = r.chain
@@ -285,12 +320,9 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 		s.tuples.add(tuple, nid)
 	}
 	for tuple, e := range stateChanges {
-		r.state[tuple] = e
-		if tuple.Type == "m.room.member" {
-			r.joined = nil
-		}
+		r.setState(tuple, e)
 	}
-	r.extremities = []*Event{stored[len(stored)-1]}
+	r.extremities = append(keptExtremities, stored[len(stored)-1])
 	for _, e := range stored {
 		s.events.put(e)
 		if target := e.Redacts(); target != "" {
@@ -310,28 +342,11 @@ func (r *room) wakeList(events []*Event) []string {
 	users := r.joinedMembers()
 	for _, e := range events {
 		if e.Type() == "m.room.member" && e.StateKey() != nil {
+			// Full slice expression: never append into the room's own joined list.
 			users = append(users[:len(users):len(users)], *e.StateKey())
 		}
 	}
 	return users
-}
-
-// joinedMembers lists the room's joined members (cached until the membership changes).
-func (r *room) joinedMembers() []string {
-	if r.joined != nil {
-		return r.joined
-	}
-	joined := make([]string, 0, 8)
-	for tuple, e := range r.state {
-		if tuple.Type != "m.room.member" {
-			continue
-		}
-		if m, _ := e.Membership(); m == "join" {
-			joined = append(joined, tuple.StateKey)
-		}
-	}
-	r.joined = joined
-	return joined
 }
 
 // internTuple returns the numeric ID of a state tuple.
@@ -372,8 +387,7 @@ func (s *Server) applyRedaction(ctx context.Context, r *room, eventID string) {
 			s.log.Warn("redact state event", "event_id", eventID, "err", err)
 			return
 		}
-		r.state[tuple] = redacted
-		r.joined = nil
+		r.setState(tuple, redacted)
 	}
 }
 

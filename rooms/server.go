@@ -101,8 +101,10 @@ type room struct {
 	chain       *snapshotChain
 	state       map[spec.StateTuple]*Event
 	extremities []*Event
-	// joined caches the joined members; nil when it must be recomputed.
-	joined []string
+	// joined lists the joined members, kept up to date as member events change the state
+	// (joinedIndex nil: not computed yet).
+	joined      []string
+	joinedIndex map[string]int
 }
 
 // loadRoom returns the in-memory head of roomID, reading it from the database on first use.
@@ -375,4 +377,44 @@ func copyState(state map[spec.StateTuple]*Event) map[spec.StateTuple]*Event {
 		out[k] = v
 	}
 	return out
+}
+
+// setState changes one entry of the room's current state, keeping the joined list in step.
+func (r *room) setState(tuple spec.StateTuple, e *Event) {
+	r.state[tuple] = e
+	if tuple.Type != "m.room.member" || r.joinedIndex == nil {
+		return
+	}
+	m, _ := e.Membership()
+	i, was := r.joinedIndex[tuple.StateKey]
+	switch {
+	case m == "join" && !was:
+		r.joinedIndex[tuple.StateKey] = len(r.joined)
+		r.joined = append(r.joined, tuple.StateKey)
+	case m != "join" && was:
+		last := len(r.joined) - 1
+		r.joined[i] = r.joined[last]
+		r.joinedIndex[r.joined[i]] = i
+		r.joined = r.joined[:last]
+		delete(r.joinedIndex, tuple.StateKey)
+	}
+}
+
+// joinedMembers lists the room's joined members. The slice is the room's own: callers use
+// it while holding r.mu and do not keep or modify it.
+func (r *room) joinedMembers() []string {
+	if r.joinedIndex != nil {
+		return r.joined
+	}
+	r.joined, r.joinedIndex = nil, map[string]int{}
+	for tuple, e := range r.state {
+		if tuple.Type != "m.room.member" {
+			continue
+		}
+		if m, _ := e.Membership(); m == "join" {
+			r.joinedIndex[tuple.StateKey] = len(r.joined)
+			r.joined = append(r.joined, tuple.StateKey)
+		}
+	}
+	return r.joined
 }

@@ -47,6 +47,22 @@ type eventFields struct {
 	OriginServerTS int64           `json:"origin_server_ts"`
 	Redacts        string          `json:"redacts,omitempty"`
 	Unsigned       json.RawMessage `json:"unsigned,omitempty"`
+	// membership is content.membership of a member event, parsed once.
+	membership string
+}
+
+// membershipOf reads content.membership of a member event ("" otherwise).
+func membershipOf(evType string, content json.RawMessage) string {
+	if evType != "m.room.member" {
+		return ""
+	}
+	var c struct {
+		Membership string `json:"membership"`
+	}
+	if json.Unmarshal(content, &c) != nil {
+		return ""
+	}
+	return c.Membership
 }
 
 // Errors that event parsing returns; callers map them to M_BAD_JSON / M_NOT_JSON.
@@ -117,11 +133,12 @@ func (e *Event) Membership() (string, error) {
 	if e.fields.Type != "m.room.member" {
 		return "", fmt.Errorf("%w: %s is not a member event", ErrBadEvent, e.eventID)
 	}
-	var c struct {
-		Membership string `json:"membership"`
+	m := e.fields.membership
+	if m == "" {
+		m = membershipOf(e.fields.Type, e.fields.Content)
 	}
-	if err := json.Unmarshal(e.fields.Content, &c); err != nil || c.Membership == "" {
+	if m == "" {
 		return "", fmt.Errorf("%w: member event without membership", ErrBadEvent)
 	}
-	return c.Membership, nil
+	return m, nil
 }

@@ -192,6 +192,7 @@ func parseEventFields(members []jsonMember, rv *RoomVersion, validate bool) (eve
 		}
 		seen[m.key] = true
 	}
+	f.membership = membershipOf(f.Type, f.Content)
 	if !validate {
 		return f, eventID, nil
 	}

@@ -2,17 +2,11 @@ package spec
 
 import (
 	"container/heap"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strings"
 )
-
-// ErrStateResV1Unsupported is returned by ResolveState for room versions that use the original
-// state resolution algorithm (room version 1), which this server does not implement: it is
-// known to reset room state and no room is created with it any more.
-var ErrStateResV1Unsupported = errors.New("state resolution v1 (room version 1) is not supported")
 
 // LoadEvents fetches events by ID. It returns the events it has; IDs it does not know are
 // simply absent from the map (state resolution skips them). It must not return events that
@@ -20,14 +14,15 @@ var ErrStateResV1Unsupported = errors.New("state resolution v1 (room version 1) 
 type LoadEvents func(eventIDs []string) (map[string]*Event, error)
 
 // ResolveState resolves a set of room states into one (rooms v2 "State resolution", and the
-// v12 changes "state resolution v2.1" for StateResV2_1). Every state map must belong to the
-// same room of version rv. Events that load does not return are skipped, as the algorithm
-// only works with events it can see.
+// v12 changes "state resolution v2.1" for StateResV2_1; rooms v1 "State resolution" for
+// StateResV1, in stateresv1.go). Every state map must belong to the same room of version rv.
+// Events that load does not return are skipped, as the algorithm only works with events it
+// can see.
 func ResolveState(rv *RoomVersion, stateSets []StateMap, load LoadEvents) (StateMap, error) {
 	switch rv.StateRes {
 	case StateResV2, StateResV2_1:
 	case StateResV1:
-		return nil, ErrStateResV1Unsupported
+		return resolveStateV1(rv, stateSets, load)
 	default:
 		return nil, fmt.Errorf("room version %s: unknown state resolution algorithm %d", rv.ID, rv.StateRes)
 	}

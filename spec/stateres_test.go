@@ -188,10 +188,6 @@ func TestResolveStateTrivial(t *testing.T) {
 	if got, err := ResolveState(rv, nil, b.load); err != nil || len(got) != 0 {
 		t.Fatalf("no sets: %v, %v", got, err)
 	}
-	v1, _ := LookupRoomVersion("1")
-	if _, err := ResolveState(v1, []StateMap{s}, b.load); !errors.Is(err, ErrStateResV1Unsupported) {
-		t.Fatalf("v1: %v", err)
-	}
 	failing := func([]string) (map[string]*Event, error) { return nil, errors.New("db down") }
 	other := copyState(s)
 	other[StateTuple{Type: "m.room.topic"}] = "$x"

@@ -108,8 +108,8 @@ func ReadPositions(ctx context.Context, q Querier, userID string) (map[int64]int
 
 // NotifyingEventTypes are the event types that the default push rules make notify
 // (client-server API "Default Underride Rules": .m.rule.call, .m.rule.encrypted,
-// .m.rule.message), plus m.sticker, which clients show as messages. m.room.tombstone with an
-// empty state key notifies too (.m.rule.tombstone).
+// .m.rule.message); m.room.tombstone with an empty state key notifies too (.m.rule.tombstone).
+// NOTSPEC: m.sticker as well, which no default rule names but clients show as a message.
 var NotifyingEventTypes = []string{"m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite"}
 
 // UnreadEvents scans the newest events of a room that may notify userID, those with

@@ -462,7 +462,7 @@ func closeRows(rows *sql.Rows) error {
 
 // RoomsWithEventsBetween lists the rooms that have timeline events with from < stream_pos <= to.
 func RoomsWithEventsBetween(ctx context.Context, q Querier, from, to int64) ([]int64, error) {
-	rows, err := q.Query(ctx, `SELECT DISTINCT room_nid FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
+	rows, err := q.Query(ctx, `SELECT DISTINCT room_nid FROM events WHERE stream_pos > 0 AND stream_pos > $1 AND stream_pos <= $2`, from, to)
 	if err != nil {
 		return nil, err
 	}
