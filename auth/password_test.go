@@ -10,7 +10,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-var phcArgon2id = regexp.MustCompile(`^\$argon2id\$v=19\$m=65536,t=1,p=2\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$`)
+var phcArgon2id = regexp.MustCompile(`^\$argon2id\$v=19\$m=19456,t=2,p=1\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$`)
 
 func TestHashPasswordRoundTrip(t *testing.T) {
 	hash, err := HashPassword("correct horse battery staple")
@@ -128,8 +128,8 @@ func TestCheckPasswordMalformedArgon2id(t *testing.T) {
 		hash string
 	}{
 		{"empty", ""},
-		{"unknown scheme", "$argon2i$v=19$m=65536,t=1,p=2$" + salt + "$" + key},
-		{"old version", "$argon2id$v=16$m=65536,t=1,p=2$" + salt + "$" + key},
+		{"unknown scheme", "$argon2i$v=19$m=19456,t=2,p=1$" + salt + "$" + key},
+		{"old version", "$argon2id$v=16$m=19456,t=2,p=1$" + salt + "$" + key},
 		{"missing param", "$argon2id$v=19$m=65536,t=1$" + salt + "$" + key},
 		{"unknown param", "$argon2id$v=19$m=65536,t=1,x=2$" + salt + "$" + key},
 		{"duplicate param", "$argon2id$v=19$m=65536,m=1,p=2$" + salt + "$" + key},
@@ -138,13 +138,13 @@ func TestCheckPasswordMalformedArgon2id(t *testing.T) {
 		{"time zero", "$argon2id$v=19$m=65536,t=0,p=2$" + salt + "$" + key},
 		{"time too large", "$argon2id$v=19$m=65536,t=1000,p=2$" + salt + "$" + key},
 		{"threads zero", "$argon2id$v=19$m=65536,t=1,p=0$" + salt + "$" + key},
-		{"threads overflow", "$argon2id$v=19$m=65536,t=1,p=256$" + salt + "$" + key},
+		{"threads overflow", "$argon2id$v=19$m=19456,t=2,p=156$" + salt + "$" + key},
 		{"negative", "$argon2id$v=19$m=-1,t=1,p=2$" + salt + "$" + key},
-		{"padded salt", "$argon2id$v=19$m=65536,t=1,p=2$" + salt + "==$" + key},
-		{"short salt", "$argon2id$v=19$m=65536,t=1,p=2$c2FsdA$" + key},
-		{"short key", "$argon2id$v=19$m=65536,t=1,p=2$" + salt + "$AAAA"},
-		{"extra field", "$argon2id$v=19$m=65536,t=1,p=2$" + salt + "$" + key + "$x"},
-		{"no leading dollar", "argon2id$v=19$m=65536,t=1,p=2$" + salt + "$" + key},
+		{"padded salt", "$argon2id$v=19$m=19456,t=2,p=1$" + salt + "==$" + key},
+		{"short salt", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$" + key},
+		{"short key", "$argon2id$v=19$m=19456,t=2,p=1$" + salt + "$AAAA"},
+		{"extra field", "$argon2id$v=19$m=19456,t=2,p=1$" + salt + "$" + key + "$x"},
+		{"no leading dollar", "argon2id$v=19$m=19456,t=2,p=1$" + salt + "$" + key},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -265,7 +265,9 @@ func (a *API) newSession(r *http.Request, userID, deviceID, displayName string) 
 		deviceID = auth.NewDeviceID()
 	}
 	token, hash := auth.NewToken(auth.TokenPrefix)
-	if err := storage.UpsertDevice(r.Context(), a.db, userID, deviceID, displayName, hash, clientIP(r), a.nowMS()); err != nil {
+	err := storage.UpsertDevice(r.Context(), a.db, userID, deviceID, displayName, hash, clientIP(r), a.nowMS())
+	a.forgetTokens() // a login with an existing device ID replaces that device's token
+	if err != nil {
 		return nil, err
 	}
 	return &loginResponse{UserID: userID, AccessToken: token, DeviceID: deviceID}, nil
@@ -319,6 +321,7 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, d *Device) 
 		}
 		return nil
 	})
+	a.forgetTokens()
 	if err != nil {
 		return err
 	}
@@ -355,8 +358,10 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request, d *Device) erro
 	if err := a.db.WithTx(r.Context(), func(tx *storage.Tx) error {
 		return storage.DeactivateUser(r.Context(), tx, d.UserID, req.Erase)
 	}); err != nil {
+		a.forgetTokens()
 		return err
 	}
+	a.forgetTokens()
 	a.uia.Delete(session)
 	a.leaveAllRooms(r, d.UserID)
 	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"id_server_unbind_result": "success"})

@@ -9,6 +9,7 @@ import (
 	"github.com/scrambledeggs/eggs/httpapi"
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
+	"github.com/scrambledeggs/eggs/streams"
 )
 
 // Client config: global and per-room account data (client-server API "Client Config",
@@ -78,6 +79,7 @@ func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, d *Device) 
 	stream := a.rooms.Stream()
 	pos := stream.Allocate()
 	err = storage.PutAccountData(r.Context(), a.db, d.UserID, roomID, dataType, content.Bytes(), pos)
+	stream.MarkChanged(pos, streams.AccountDataKey(d.UserID))
 	stream.Finish(pos, d.UserID)
 	if err != nil {
 		return err

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -24,15 +26,24 @@ import (
 
 // API is the Client-Server API of one homeserver.
 type API struct {
-	cfg      *config.Config
-	db       *storage.DB
-	rooms    *rooms.Server
-	log      *slog.Logger
-	uia      *auth.UIA
-	nonces   *auth.NonceStore
-	limiters *auth.Limiters
-	clock    func() time.Time
-	typing   *typingTracker
+	cfg         *config.Config
+	db          *storage.DB
+	rooms       *rooms.Server
+	log         *slog.Logger
+	uia         *auth.UIA
+	nonces      *auth.NonceStore
+	limiters    *auth.Limiters
+	clock       func() time.Time
+	typing      *typingTracker
+	unread      *unreadCache
+	memberships *membershipCache
+
+	pushFactsMu    sync.Mutex
+	pushFactsCache map[int64]*pushFacts
+
+	tokensMu sync.Mutex
+	tokens   map[string]cachedDevice
+	tokenGen atomic.Int64
 }
 
 // New makes the API. clock is time.Now outside tests.
@@ -50,6 +61,10 @@ func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog
 		limiters: limiters,
 	}
 	a.typing = newTypingTracker(db, roomServer.Stream(), a.joinedMemberIDs, log, clock)
+	a.unread = newUnreadCache()
+	a.memberships = newMembershipCache()
+	a.pushFactsCache = map[int64]*pushFacts{}
+	a.tokens = map[string]cachedDevice{}
 	return a, nil
 }
 
@@ -125,17 +140,48 @@ func unknownToken(msg string) *httpapi.Error {
 	return e
 }
 
-// deviceForToken looks an access token up by its hash.
+// deviceForToken looks an access token up by its hash, through a cache that every change
+// of devices (login, logout, deletion, deactivation) empties: see forgetTokens.
 func (a *API) deviceForToken(ctx context.Context, token string) (*Device, error) {
-	userID, deviceID, isAdmin, err := storage.DeviceByToken(ctx, a.db, auth.HashToken(token))
+	hash := auth.HashToken(token)
+	gen := a.tokenGen.Load()
+	a.tokensMu.Lock()
+	cached, ok := a.tokens[string(hash)]
+	a.tokensMu.Unlock()
+	if ok && cached.gen == gen {
+		return cached.device, nil
+	}
+	userID, deviceID, isAdmin, err := storage.DeviceByToken(ctx, a.db, hash)
 	if err == storage.ErrNotFound {
 		return nil, unknownToken("Unknown access token")
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &Device{UserID: userID, DeviceID: deviceID, IsAdmin: isAdmin}, nil
+	d := &Device{UserID: userID, DeviceID: deviceID, IsAdmin: isAdmin}
+	a.tokensMu.Lock()
+	if len(a.tokens) >= maxCachedTokens {
+		clear(a.tokens)
+	}
+	// Stored with the generation read before the lookup: a change in between makes the
+	// entry stale at once.
+	a.tokens[string(hash)] = cachedDevice{device: d, gen: gen}
+	a.tokensMu.Unlock()
+	return d, nil
 }
+
+// cachedDevice is a token's device as looked up in generation gen of the devices.
+type cachedDevice struct {
+	device *Device
+	gen    int64
+}
+
+// maxCachedTokens bounds the token cache.
+const maxCachedTokens = 100_000
+
+// forgetTokens invalidates every cached token lookup. Call it after any write that ends or
+// replaces an access token, before answering the request.
+func (a *API) forgetTokens() { a.tokenGen.Add(1) }
 
 // rateLimit answers M_LIMIT_EXCEEDED when key has used up its budget on limiter.
 func rateLimit(limiter *auth.Limiter, key string) error {

@@ -134,7 +134,9 @@ func (a *API) removeDevices(w http.ResponseWriter, r *http.Request, d *Device, a
 	if err != nil || !proceed {
 		return err
 	}
-	if err := storage.DeleteDevices(r.Context(), a.db, d.UserID, sorted); err != nil {
+	err = storage.DeleteDevices(r.Context(), a.db, d.UserID, sorted)
+	a.forgetTokens()
+	if err != nil {
 		return err
 	}
 	a.uia.Delete(session)

@@ -103,7 +103,9 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 // POST /logout (logout.yaml): the access token, and so the device it belongs to, stops
 // working.
 func (a *API) logout(w http.ResponseWriter, r *http.Request, d *Device) error {
-	if err := storage.DeleteDevices(r.Context(), a.db, d.UserID, []string{d.DeviceID}); err != nil {
+	err := storage.DeleteDevices(r.Context(), a.db, d.UserID, []string{d.DeviceID})
+	a.forgetTokens()
+	if err != nil {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
@@ -113,7 +115,9 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request, d *Device) error {
 // POST /logout/all (logout.yaml): every access token and device of the user goes,
 // including the one of this request.
 func (a *API) logoutAll(w http.ResponseWriter, r *http.Request, d *Device) error {
-	if err := storage.DeleteOtherDevices(r.Context(), a.db, d.UserID, ""); err != nil {
+	err := storage.DeleteOtherDevices(r.Context(), a.db, d.UserID, "")
+	a.forgetTokens()
+	if err != nil {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})

@@ -12,6 +12,7 @@ import (
 	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
+	"github.com/scrambledeggs/eggs/streams"
 )
 
 // Receipts, read markers and typing notifications (client-server API "Receipts", "Read and
@@ -234,6 +235,7 @@ func (a *API) setFullyRead(ctx context.Context, d *Device, roomID string, target
 	stream := a.rooms.Stream()
 	pos := stream.Allocate()
 	err = storage.PutAccountData(ctx, a.db, d.UserID, roomID, receiptFullyRead, content, pos)
+	stream.MarkChanged(pos, streams.AccountDataKey(d.UserID))
 	stream.Finish(pos, d.UserID)
 	return err
 }
@@ -261,6 +263,7 @@ func (a *API) setReceipt(ctx context.Context, d *Device, roomID, receiptType, th
 		stream.Finish(pos)
 		return err
 	}
+	stream.MarkChanged(pos, streams.ReceiptKey(roomNID), streams.ReadKey(d.UserID))
 	stream.Finish(pos, wake...)
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -16,6 +17,7 @@ import (
 	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
+	"github.com/scrambledeggs/eggs/streams"
 )
 
 // /sync (client-server API "Syncing"; data/api/client-server/sync.yaml).
@@ -189,9 +191,14 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 	initial := since == 0 || fullState
 	f := a.formatter(d, false)
 
+	// The stream's change index tells which parts of the response can have anything new,
+	// so that an incremental sync reads only those from the database.
+	stream := a.rooms.Stream()
+	changedSince := func(key string) bool { return initial || stream.ChangedSince(key, since) }
+
 	// Rooms whose membership changed in the window, by the user's last membership there.
 	changed := map[string]*rooms.Event{}
-	if !initial {
+	if !initial && changedSince(streams.MembershipKey(d.UserID)) {
 		rows, err := storage.MembershipChanges(ctx, a.db, d.UserID, since, to)
 		if err != nil {
 			return nil, err
@@ -205,24 +212,23 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 		}
 	}
 
-	memberships, err := storage.UserMemberships(ctx, a.db, d.UserID, "join", "invite", "leave", "ban", "knock")
+	memberships, err := a.userMemberships(ctx, d.UserID)
 	if err != nil {
 		return nil, err
 	}
-	var active map[int64]bool
+	active := map[int64]bool{}
+	receiptsChanged := false
 	if !initial {
-		nids, err := storage.RoomsWithEventsBetween(ctx, a.db, since, to)
-		if err != nil {
-			return nil, err
-		}
-		active = make(map[int64]bool, len(nids))
-		for _, nid := range nids {
-			active[nid] = true
+		for _, m := range memberships {
+			if m.Membership == "join" {
+				active[m.RoomNID] = changedSince(streams.RoomKey(m.RoomNID))
+				receiptsChanged = receiptsChanged || changedSince(streams.ReceiptKey(m.RoomNID))
+			}
 		}
 	}
 	// Receipts of the window, by room; an initial sync reads each room's latest instead.
 	var newReceipts map[int64][]storage.ReceiptRow
-	if !initial {
+	if receiptsChanged {
 		if newReceipts, err = a.receiptsBetween(ctx, d.UserID, since, to); err != nil {
 			return nil, err
 		}
@@ -284,9 +290,11 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 		}
 	}
 
-	data, err := storage.AccountDataSince(ctx, a.db, d.UserID, since, to)
-	if err != nil {
-		return nil, err
+	var data []storage.AccountDataRow
+	if changedSince(streams.AccountDataKey(d.UserID)) {
+		if data, err = storage.AccountDataSince(ctx, a.db, d.UserID, since, to); err != nil {
+			return nil, err
+		}
 	}
 	for _, row := range data {
 		ev := map[string]any{"type": row.Type, "content": json.RawMessage(row.Content)}
@@ -557,4 +565,57 @@ func (a *API) syncLeftRoom(ctx context.Context, f *formatter, filter *Filter, ro
 		return nil, err
 	}
 	return lr, nil
+}
+
+// userMemberships lists the rooms a user has a membership in, from a cache that holds until
+// the stream's change index says the user's memberships changed.
+func (a *API) userMemberships(ctx context.Context, userID string) ([]storage.RoomMembership, error) {
+	stream := a.rooms.Stream()
+	if cached, ok := a.memberships.get(userID); ok && !stream.ChangedSince(streams.MembershipKey(userID), cached.asOf) {
+		return cached.list, nil
+	}
+	// Every position up to asOf has finished, so the query sees all of them; a change above
+	// it invalidates the entry.
+	asOf := stream.Current()
+	list, err := storage.UserMemberships(ctx, a.db, userID, "join", "invite", "leave", "ban", "knock")
+	if err != nil {
+		return nil, err
+	}
+	a.memberships.put(userID, membershipEntry{asOf: asOf, list: list})
+	return list, nil
+}
+
+// membershipEntry is a user's memberships as read at stream position asOf.
+type membershipEntry struct {
+	asOf int64
+	list []storage.RoomMembership
+}
+
+// membershipCache keeps users' membership lists between syncs, bounded.
+type membershipCache struct {
+	mu      sync.Mutex
+	entries map[string]membershipEntry
+}
+
+// maxMembershipEntries bounds the cache; past it, it starts over.
+const maxMembershipEntries = 100_000
+
+func newMembershipCache() *membershipCache {
+	return &membershipCache{entries: map[string]membershipEntry{}}
+}
+
+func (c *membershipCache) get(userID string) (membershipEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[userID]
+	return e, ok
+}
+
+func (c *membershipCache) put(userID string, e membershipEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= maxMembershipEntries {
+		clear(c.entries)
+	}
+	c.entries[userID] = e
 }

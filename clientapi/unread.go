@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
 )
@@ -82,19 +85,86 @@ func (a *API) unreadNotifications(ctx context.Context, u *unreadCounter, m stora
 			displayName = content.DisplayName
 		}
 	}
-	count, candidates, err := storage.UnreadEvents(ctx, a.db, m.RoomNID, u.userID, after, to, maxUnreadCount,
-		[]string{u.localpart, displayName, `"room":true`, "@room"})
-	if err != nil {
-		return nil, err
+	// Counts are kept per user and room with the position they were counted up to, so that
+	// a sync only counts the events that arrived since the last one; a moved read position
+	// (a new receipt) counts afresh.
+	key := unreadKey{user: u.userID, room: m.RoomNID}
+	from, counts := after, unreadCounts{}
+	if cached, ok := a.unread.get(key); ok && cached.after == after && cached.upTo <= to {
+		from, counts = cached.upTo, cached.counts
 	}
-	counts := &unreadCounts{NotificationCount: count}
-	mayNotifyRoom := a.roomNotifyPermission(ctx, m.RoomID)
-	for _, js := range candidates {
-		if highlights(js, u.userID, u.localpart, displayName, mayNotifyRoom) {
-			counts.HighlightCount++
+	if recent, ok := a.rooms.RecentEvents(m.RoomNID, from, to); ok && from < to {
+		// The new events are in memory: count them without a query.
+		mayNotifyRoom := a.roomNotifyPermission(ctx, m.RoomID)
+		for _, e := range recent {
+			if counts.NotificationCount >= maxUnreadCount || e.Sender() == u.userID || e.RedactedBy != "" {
+				continue
+			}
+			facts := a.pushFacts(e)
+			if !facts.notifies() {
+				continue
+			}
+			counts.NotificationCount++
+			if facts.highlights(u.userID, u.localpart, displayName, mayNotifyRoom) {
+				counts.HighlightCount++
+			}
+		}
+	} else if from < to && counts.NotificationCount < maxUnreadCount {
+		count, candidates, err := storage.UnreadEvents(ctx, a.db, m.RoomNID, u.userID, from, to, maxUnreadCount-counts.NotificationCount,
+			[]string{u.localpart, displayName, `"room":true`, "@room"})
+		if err != nil {
+			return nil, err
+		}
+		counts.NotificationCount += count
+		mayNotifyRoom := a.roomNotifyPermission(ctx, m.RoomID)
+		for _, js := range candidates {
+			if highlights(js, u.userID, u.localpart, displayName, mayNotifyRoom) {
+				counts.HighlightCount++
+			}
 		}
 	}
-	return counts, nil
+	a.unread.put(key, unreadEntry{after: after, upTo: to, counts: counts})
+	return &counts, nil
+}
+
+// unreadKey identifies one user's counts in one room.
+type unreadKey struct {
+	user string
+	room int64
+}
+
+// unreadEntry is a user's counts in a room, counted from read position after up to upTo.
+type unreadEntry struct {
+	after, upTo int64
+	counts      unreadCounts
+}
+
+// maxUnreadEntries bounds the cache; past it the cache starts over.
+const maxUnreadEntries = 100_000
+
+// unreadCache keeps unread counts between syncs. NOTSPEC: counts of events redacted after
+// they were counted stay until the user's read position moves.
+type unreadCache struct {
+	mu      sync.Mutex
+	entries map[unreadKey]unreadEntry
+}
+
+func newUnreadCache() *unreadCache { return &unreadCache{entries: map[unreadKey]unreadEntry{}} }
+
+func (c *unreadCache) get(key unreadKey) (unreadEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	return e, ok
+}
+
+func (c *unreadCache) put(key unreadKey, e unreadEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= maxUnreadEntries {
+		clear(c.entries)
+	}
+	c.entries[key] = e
 }
 
 // roomNotifyPermission returns a check of whether a sender may notify the whole room
@@ -132,41 +202,88 @@ func (a *API) currentPowerLevels(ctx context.Context, roomID string) *spec.Power
 // highlights reports whether an unread event (its JSON) highlights for the user under the
 // default push rules; see the comment at the top of the file.
 func highlights(eventJSON []byte, userID, localpart, displayName string, mayNotifyRoom func(string) bool) bool {
+	facts := parsePushFacts(eventJSON)
+	return facts.highlights(userID, localpart, displayName, mayNotifyRoom)
+}
+
+// pushFacts is what the default push rules look at in an event, parsed once per event (the
+// same event is counted for every member of its room).
+type pushFacts struct {
+	evType, sender  string
+	tombstone       bool // an m.room.tombstone with an empty state key
+	hasMentions     bool
+	mentionsUserIDs []string
+	mentionsRoom    bool
+	body            string
+	msgType         string
+	relType         string
+}
+
+func parsePushFacts(eventJSON []byte) *pushFacts {
 	var e struct {
-		Type     string                     `json:"type"`
-		Sender   string                     `json:"sender"`
-		StateKey *string                    `json:"state_key"`
-		Content  map[string]json.RawMessage `json:"content"`
+		Type     string  `json:"type"`
+		Sender   string  `json:"sender"`
+		StateKey *string `json:"state_key"`
+		Content  struct {
+			Body      json.RawMessage `json:"body"`
+			MsgType   json.RawMessage `json:"msgtype"`
+			Mentions  json.RawMessage `json:"m.mentions"`
+			RelatesTo struct {
+				RelType string `json:"rel_type"`
+			} `json:"m.relates_to"`
+		} `json:"content"`
 	}
+	f := &pushFacts{}
 	if json.Unmarshal(eventJSON, &e) != nil {
-		return false
+		return f
 	}
-	if e.Type == "m.room.tombstone" {
-		return e.StateKey != nil && *e.StateKey == ""
-	}
-	if raw, ok := e.Content["m.mentions"]; ok {
-		var mentions map[string]json.RawMessage
-		if json.Unmarshal(raw, &mentions) != nil {
-			return false
+	f.evType, f.sender = e.Type, e.Sender
+	f.tombstone = e.Type == "m.room.tombstone" && e.StateKey != nil && *e.StateKey == ""
+	_ = json.Unmarshal(e.Content.Body, &f.body)
+	_ = json.Unmarshal(e.Content.MsgType, &f.msgType)
+	f.relType = e.Content.RelatesTo.RelType
+	if len(e.Content.Mentions) > 0 {
+		f.hasMentions = true
+		var mentions struct {
+			UserIDs []json.RawMessage `json:"user_ids"`
+			Room    json.RawMessage   `json:"room"`
 		}
-		var userIDs []any
-		if json.Unmarshal(mentions["user_ids"], &userIDs) == nil {
-			for _, id := range userIDs {
-				if id == userID {
-					return true
+		if json.Unmarshal(e.Content.Mentions, &mentions) == nil {
+			for _, raw := range mentions.UserIDs {
+				var id string
+				if json.Unmarshal(raw, &id) == nil {
+					f.mentionsUserIDs = append(f.mentionsUserIDs, id)
 				}
 			}
+			f.mentionsRoom = bytes.Equal(bytes.TrimSpace(mentions.Room), []byte("true"))
 		}
-		return bytes.Equal(bytes.TrimSpace(mentions["room"]), []byte("true")) && mayNotifyRoom(e.Sender)
 	}
-	var body string
-	if json.Unmarshal(e.Content["body"], &body) != nil {
-		return false
+	return f
+}
+
+// highlights applies the highlighting default rules: tombstones, m.mentions (user, or room
+// from a sender allowed to notify the room), and for events without m.mentions the legacy
+// body match of the user's localpart, display name or "@room".
+func (f *pushFacts) highlights(userID, localpart, displayName string, mayNotifyRoom func(string) bool) bool {
+	if f.evType == "m.room.tombstone" {
+		return f.tombstone
 	}
-	if containsWord(body, localpart) || containsWord(body, displayName) {
+	if f.hasMentions {
+		return slices.Contains(f.mentionsUserIDs, userID) || (f.mentionsRoom && mayNotifyRoom(f.sender))
+	}
+	if containsWord(f.body, localpart) || containsWord(f.body, displayName) {
 		return true
 	}
-	return containsWord(body, "@room") && mayNotifyRoom(e.Sender)
+	return containsWord(f.body, "@room") && mayNotifyRoom(f.sender)
+}
+
+// notifies is the Go form of the conditions storage.UnreadEvents puts in SQL: an event that
+// the default push rules make notify userID (sender and redaction are checked by the caller).
+func (f *pushFacts) notifies() bool {
+	if f.evType == "m.room.tombstone" {
+		return f.tombstone
+	}
+	return slices.Contains(storage.NotifyingEventTypes, f.evType) && f.msgType != "m.notice" && f.relType != "m.replace"
 }
 
 // containsWord reports whether word occurs in text, ignoring case, with no letter, digit or
@@ -198,3 +315,24 @@ func containsWord(text, word string) bool {
 func isWordRune(r rune) bool {
 	return r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r)
 }
+
+// pushFacts returns the parsed push facts of an event, cached by event.
+func (a *API) pushFacts(e *rooms.Event) *pushFacts {
+	a.pushFactsMu.Lock()
+	f, ok := a.pushFactsCache[e.NID]
+	a.pushFactsMu.Unlock()
+	if ok {
+		return f
+	}
+	f = parsePushFacts(e.JSON())
+	a.pushFactsMu.Lock()
+	if len(a.pushFactsCache) >= maxPushFactsEntries {
+		clear(a.pushFactsCache)
+	}
+	a.pushFactsCache[e.NID] = f
+	a.pushFactsMu.Unlock()
+	return f
+}
+
+// maxPushFactsEntries bounds the cache of parsed push facts (recent events are what count).
+const maxPushFactsEntries = 10_000

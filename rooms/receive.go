@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/scrambledeggs/eggs/streams"
+
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
 )
@@ -134,7 +136,9 @@ func (s *Server) newRoomFromCreate(ctx context.Context, create *spec.Event) (*ro
 	if existing, ok := s.rooms[create.RoomID()]; ok && existing.version != nil {
 		return existing, nil
 	}
+	r.recent.floor = s.stream.Allocated()
 	s.rooms[create.RoomID()] = r
+	s.byNID[nid] = r
 	return r, nil
 }
 
@@ -431,6 +435,7 @@ func (s *Server) persistReceived(ctx context.Context, r *room, ev *spec.Event, p
 		return e, nil
 	}
 	changed := newHead.apply(r)
+	r.recent.add(e)
 	if target := e.Redacts(); target != "" {
 		s.applyRedaction(ctx, r, target)
 	}
@@ -440,6 +445,13 @@ func (s *Server) persistReceived(ctx context.Context, r *room, ev *spec.Event, p
 			wake = append(wake, *c.StateKey())
 		}
 	}
+	keys := changeKeys(r, e)
+	for _, c := range changed {
+		if c.Type() == "m.room.member" && c != e {
+			keys = append(keys, streams.MembershipKey(*c.StateKey()))
+		}
+	}
+	s.stream.MarkChanged(pos, keys...)
 	s.stream.Finish(pos, wake...)
 	return e, nil
 }

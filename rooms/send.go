@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/scrambledeggs/eggs/streams"
+
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
 )
@@ -102,13 +104,16 @@ func (s *Server) CreateRoom(ctx context.Context, version *spec.RoomVersion, crea
 	r := &room{nid: roomNID, id: roomID, version: version, chain: &snapshotChain{}, state: map[spec.StateTuple]*Event{}}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.recent.floor = s.stream.Allocated()
 	s.mu.Lock()
 	s.rooms[roomID] = r
+	s.byNID[roomNID] = r
 	s.mu.Unlock()
 	events, err := s.appendLocked(ctx, r, reqs, createEvent)
 	if err != nil {
 		s.mu.Lock()
 		delete(s.rooms, roomID)
+		delete(s.byNID, roomNID)
 		s.mu.Unlock()
 		return "", nil, err
 	}
@@ -325,11 +330,15 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 	r.extremities = append(keptExtremities, stored[len(stored)-1])
 	for _, e := range stored {
 		s.events.put(e)
+		r.recent.add(e)
 		if target := e.Redacts(); target != "" {
 			s.applyRedaction(ctx, r, target)
 		}
 	}
 	wake := r.wakeList(stored)
+	for i, pos := range positions {
+		s.stream.MarkChanged(pos, changeKeys(r, stored[i])...)
+	}
 	for _, pos := range positions {
 		s.stream.Finish(pos, wake...)
 	}
@@ -376,6 +385,9 @@ func (s *Server) applyRedaction(ctx context.Context, r *room, eventID string) {
 	}
 	s.events.forget(row.NID)
 	if row.StateKey == nil {
+		if redacted, err := s.fromRow(row); err == nil {
+			r.recent.replace(redacted)
+		}
 		return
 	}
 	// Cached snapshots may hold the unredacted event; redactions of state are rare.
@@ -388,6 +400,7 @@ func (s *Server) applyRedaction(ctx context.Context, r *room, eventID string) {
 			return
 		}
 		r.setState(tuple, redacted)
+		r.recent.replace(redacted)
 	}
 }
 
@@ -400,4 +413,14 @@ func randomString(n int) string {
 		b[i] = letters[int(b[i])%len(letters)]
 	}
 	return string(b)
+}
+
+// changeKeys names what an accepted event changes, for the stream's change index: the room's
+// timeline and, for a member event, the member's memberships.
+func changeKeys(r *room, e *Event) []string {
+	keys := []string{streams.RoomKey(r.nid)}
+	if e.Type() == "m.room.member" && e.StateKey() != nil {
+		keys = append(keys, streams.MembershipKey(*e.StateKey()))
+	}
+	return keys
 }

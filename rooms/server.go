@@ -43,6 +43,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	rooms    map[string]*room
+	byNID    map[int64]*room
 	versions sync.Map // room NID → *spec.RoomVersion
 
 	tuples    tupleCache
@@ -78,6 +79,7 @@ func New(db *storage.DB, identity Identity, stream *streams.Tracker, now func() 
 	return &Server{
 		db: db, identity: identity, stream: stream, log: log, now: now,
 		rooms:     map[string]*room{},
+		byNID:     map[int64]*room{},
 		tuples:    newTupleCache(),
 		events:    newEventCache(50000),
 		snapshots: newLRU[int64, snapshotEntry](256),
@@ -101,6 +103,8 @@ type room struct {
 	chain       *snapshotChain
 	state       map[spec.StateTuple]*Event
 	extremities []*Event
+	// recent holds the room's newest timeline events.
+	recent recentRing
 	// joined lists the joined members, kept up to date as member events change the state
 	// (joinedIndex nil: not computed yet).
 	joined      []string
@@ -149,6 +153,12 @@ func (s *Server) loadRoom(ctx context.Context, roomID string) (*room, error) {
 		return nil, err
 	}
 	r.nid, r.chain, r.state, r.extremities = row.NID, chain, copyState(state), extremities
+	// No write to this room is in flight (they hold r.mu), so every event of the room
+	// stored so far has a position at or below the highest one handed out.
+	r.recent.floor = s.stream.Allocated()
+	s.mu.Lock()
+	s.byNID[row.NID] = r
+	s.mu.Unlock()
 	r.version = version
 	s.versions.Store(row.NID, version)
 	return r, nil

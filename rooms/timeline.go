@@ -12,6 +12,12 @@ import (
 // Timeline returns up to limit of a room's newest events with from < stream_pos <= to,
 // oldest first, and whether older events in that range were left out.
 func (s *Server) Timeline(ctx context.Context, roomNID, from, to int64, limit int) ([]*Event, bool, error) {
+	if events, ok := s.RecentEvents(roomNID, from, to); ok {
+		if len(events) > limit {
+			return events[len(events)-limit:], true, nil
+		}
+		return events, false, nil
+	}
 	rows, err := storage.RoomEventsBetween(ctx, s.db, roomNID, from, to, limit+1)
 	if err != nil {
 		return nil, false, err
@@ -65,4 +71,18 @@ func (s *Server) StateAtPosition(ctx context.Context, roomNID, pos int64) (map[s
 // RoomIDOfNID is the room ID of a room numeric ID.
 func (s *Server) RoomIDOfNID(ctx context.Context, roomNID int64) (string, error) {
 	return storage.RoomIDByNID(ctx, s.db, roomNID)
+}
+
+// RecentEvents returns a room's events with from < stream_pos <= to, oldest first, from
+// memory, if the room is loaded and still holds all of them.
+func (s *Server) RecentEvents(roomNID, from, to int64) ([]*Event, bool) {
+	s.mu.Lock()
+	r, ok := s.byNID[roomNID]
+	s.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.recent.between(from, to)
 }

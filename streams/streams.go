@@ -11,6 +11,7 @@ package streams
 
 import (
 	"context"
+	"strconv"
 	"sync"
 )
 
@@ -23,7 +24,16 @@ type Tracker struct {
 	done    map[int64]bool // finished but above current (waiting for a lower one)
 	wake    chan struct{}  // closed and replaced whenever current advances
 	users   map[string]*userWaiters
+
+	// changes remembers, per key, the last position at which that key changed, for
+	// positions above changesFloor; below it nothing is known.
+	changes      map[string]int64
+	changesFloor int64
 }
+
+// maxChangeKeys bounds the change index; past it, it forgets everything and answers
+// "maybe changed" for positions before that moment.
+const maxChangeKeys = 200_000
 
 type userWaiters struct {
 	ch    chan struct{} // closed and replaced when the user is woken
@@ -37,7 +47,37 @@ func NewTracker(maxStored int64) *Tracker {
 		next: maxStored + 1, current: maxStored,
 		pending: map[int64]bool{}, done: map[int64]bool{},
 		wake: make(chan struct{}), users: map[string]*userWaiters{},
+		changes: map[string]int64{}, changesFloor: maxStored,
 	}
+}
+
+// MarkChanged records that the things named by keys (a room's timeline, a user's account
+// data, …) change at position pos. Call it before Finish(pos) so that a reader who can see
+// pos also sees the mark.
+func (t *Tracker) MarkChanged(pos int64, keys ...string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.changes)+len(keys) > maxChangeKeys {
+		clear(t.changes)
+		t.changesFloor = t.next - 1
+	}
+	for _, k := range keys {
+		if pos > t.changes[k] {
+			t.changes[k] = pos
+		}
+	}
+}
+
+// ChangedSince reports whether key may have changed at a position above since. It is
+// exact for positions since the server started (or the index last overflowed) and says
+// "maybe" for older ones, so a reader that gets false can skip looking.
+func (t *Tracker) ChangedSince(key string, since int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if since < t.changesFloor {
+		return true
+	}
+	return t.changes[key] > since
 }
 
 // Allocate reserves the next position. The caller must call Finish with it exactly once,
@@ -77,6 +117,13 @@ func (t *Tracker) Finish(pos int64, wakeUsers ...string) {
 		close(t.wake)
 		t.wake = make(chan struct{})
 	}
+}
+
+// Allocated is the highest position handed out so far.
+func (t *Tracker) Allocated() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.next - 1
 }
 
 // Current is the highest position at or below which every write has finished.
@@ -128,3 +175,20 @@ func (t *Tracker) Wait(ctx context.Context, user string, since int64) int64 {
 		}
 	}
 }
+
+// Keys of the change index, one family per kind of change.
+
+// RoomKey names a room's timeline (by room numeric ID).
+func RoomKey(roomNID int64) string { return "room " + strconv.FormatInt(roomNID, 10) }
+
+// MembershipKey names a user's memberships.
+func MembershipKey(userID string) string { return "member " + userID }
+
+// AccountDataKey names a user's account data.
+func AccountDataKey(userID string) string { return "account_data " + userID }
+
+// ReceiptKey names a room's receipts (by room numeric ID).
+func ReceiptKey(roomNID int64) string { return "receipt " + strconv.FormatInt(roomNID, 10) }
+
+// ReadKey names a user's own read positions.
+func ReadKey(userID string) string { return "read " + userID }
