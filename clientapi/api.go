@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,24 +25,20 @@ import (
 
 // API is the Client-Server API of one homeserver.
 type API struct {
-	cfg         *config.Config
-	db          *storage.DB
-	rooms       *rooms.Server
-	log         *slog.Logger
-	uia         *auth.UIA
-	nonces      *auth.NonceStore
-	limiters    *auth.Limiters
-	clock       func() time.Time
-	typing      *typingTracker
-	unread      *unreadCache
-	memberships *membershipCache
-
-	pushFactsMu    sync.Mutex
-	pushFactsCache map[int64]*pushFacts
-
-	tokensMu sync.Mutex
-	tokens   map[string]cachedDevice
-	tokenGen atomic.Int64
+	cfg            *config.Config
+	db             *storage.DB
+	rooms          *rooms.Server
+	log            *slog.Logger
+	uia            *auth.UIA
+	nonces         *auth.NonceStore
+	limiters       *auth.Limiters
+	clock          func() time.Time
+	typing         *typingTracker
+	unread         *boundedMap[unreadKey, unreadEntry]
+	memberships    *boundedMap[string, membershipEntry]
+	pushFactsCache *boundedMap[int64, *pushFacts]
+	tokens         *boundedMap[string, cachedDevice]
+	tokenGen       atomic.Int64
 }
 
 // New makes the API. clock is time.Now outside tests.
@@ -61,10 +56,10 @@ func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog
 		limiters: limiters,
 	}
 	a.typing = newTypingTracker(db, roomServer.Stream(), a.joinedMemberIDs, log, clock)
-	a.unread = newUnreadCache()
-	a.memberships = newMembershipCache()
-	a.pushFactsCache = map[int64]*pushFacts{}
-	a.tokens = map[string]cachedDevice{}
+	a.unread = newBoundedMap[unreadKey, unreadEntry](maxUnreadEntries)
+	a.memberships = newBoundedMap[string, membershipEntry](maxMembershipEntries)
+	a.pushFactsCache = newBoundedMap[int64, *pushFacts](maxPushFactsEntries)
+	a.tokens = newBoundedMap[string, cachedDevice](maxCachedTokens)
 	return a, nil
 }
 
@@ -145,10 +140,7 @@ func unknownToken(msg string) *httpapi.Error {
 func (a *API) deviceForToken(ctx context.Context, token string) (*Device, error) {
 	hash := auth.HashToken(token)
 	gen := a.tokenGen.Load()
-	a.tokensMu.Lock()
-	cached, ok := a.tokens[string(hash)]
-	a.tokensMu.Unlock()
-	if ok && cached.gen == gen {
+	if cached, ok := a.tokens.get(string(hash)); ok && cached.gen == gen {
 		return cached.device, nil
 	}
 	userID, deviceID, isAdmin, err := storage.DeviceByToken(ctx, a.db, hash)
@@ -159,14 +151,9 @@ func (a *API) deviceForToken(ctx context.Context, token string) (*Device, error)
 		return nil, err
 	}
 	d := &Device{UserID: userID, DeviceID: deviceID, IsAdmin: isAdmin}
-	a.tokensMu.Lock()
-	if len(a.tokens) >= maxCachedTokens {
-		clear(a.tokens)
-	}
 	// Stored with the generation read before the lookup: a change in between makes the
 	// entry stale at once.
-	a.tokens[string(hash)] = cachedDevice{device: d, gen: gen}
-	a.tokensMu.Unlock()
+	a.tokens.put(string(hash), cachedDevice{device: d, gen: gen})
 	return d, nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -591,31 +590,5 @@ type membershipEntry struct {
 	list []storage.RoomMembership
 }
 
-// membershipCache keeps users' membership lists between syncs, bounded.
-type membershipCache struct {
-	mu      sync.Mutex
-	entries map[string]membershipEntry
-}
-
-// maxMembershipEntries bounds the cache; past it, it starts over.
+// maxMembershipEntries bounds the cache of membership lists.
 const maxMembershipEntries = 100_000
-
-func newMembershipCache() *membershipCache {
-	return &membershipCache{entries: map[string]membershipEntry{}}
-}
-
-func (c *membershipCache) get(userID string) (membershipEntry, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[userID]
-	return e, ok
-}
-
-func (c *membershipCache) put(userID string, e membershipEntry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.entries) >= maxMembershipEntries {
-		clear(c.entries)
-	}
-	c.entries[userID] = e
-}

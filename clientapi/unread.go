@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
-	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -139,33 +138,9 @@ type unreadEntry struct {
 	counts      unreadCounts
 }
 
-// maxUnreadEntries bounds the cache; past it the cache starts over.
-const maxUnreadEntries = 100_000
-
-// unreadCache keeps unread counts between syncs. NOTSPEC: counts of events redacted after
+// maxUnreadEntries bounds the cache of counts. NOTSPEC: counts of events redacted after
 // they were counted stay until the user's read position moves.
-type unreadCache struct {
-	mu      sync.Mutex
-	entries map[unreadKey]unreadEntry
-}
-
-func newUnreadCache() *unreadCache { return &unreadCache{entries: map[unreadKey]unreadEntry{}} }
-
-func (c *unreadCache) get(key unreadKey) (unreadEntry, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[key]
-	return e, ok
-}
-
-func (c *unreadCache) put(key unreadKey, e unreadEntry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.entries) >= maxUnreadEntries {
-		clear(c.entries)
-	}
-	c.entries[key] = e
-}
+const maxUnreadEntries = 100_000
 
 // roomNotifyPermission returns a check of whether a sender may notify the whole room
 // (push rule condition sender_notification_permission "room"), reading the power levels
@@ -318,19 +293,11 @@ func isWordRune(r rune) bool {
 
 // pushFacts returns the parsed push facts of an event, cached by event.
 func (a *API) pushFacts(e *rooms.Event) *pushFacts {
-	a.pushFactsMu.Lock()
-	f, ok := a.pushFactsCache[e.NID]
-	a.pushFactsMu.Unlock()
-	if ok {
+	if f, ok := a.pushFactsCache.get(e.NID); ok {
 		return f
 	}
-	f = parsePushFacts(e.JSON())
-	a.pushFactsMu.Lock()
-	if len(a.pushFactsCache) >= maxPushFactsEntries {
-		clear(a.pushFactsCache)
-	}
-	a.pushFactsCache[e.NID] = f
-	a.pushFactsMu.Unlock()
+	f := parsePushFacts(e.JSON())
+	a.pushFactsCache.put(e.NID, f)
 	return f
 }
 

@@ -33,55 +33,6 @@ func (c *tupleCache) add(t spec.StateTuple, nid int64) {
 	c.byNID[nid] = t
 }
 
-// eventCache keeps the most recently used parsed events by numeric ID.
-type eventCache struct {
-	mu    sync.Mutex
-	max   int
-	order *list.List // front = most recent; values are *Event
-	byNID map[int64]*list.Element
-}
-
-func newEventCache(max int) eventCache {
-	return eventCache{max: max, order: list.New(), byNID: map[int64]*list.Element{}}
-}
-
-func (c *eventCache) get(nid int64) *Event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.byNID[nid]
-	if !ok {
-		return nil
-	}
-	c.order.MoveToFront(el)
-	return el.Value.(*Event)
-}
-
-func (c *eventCache) put(e *Event) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.byNID[e.NID]; ok {
-		el.Value = e
-		c.order.MoveToFront(el)
-		return
-	}
-	c.byNID[e.NID] = c.order.PushFront(e)
-	for c.order.Len() > c.max {
-		last := c.order.Back()
-		c.order.Remove(last)
-		delete(c.byNID, last.Value.(*Event).NID)
-	}
-}
-
-// forget drops an event (after it was redacted, say) so that the next read sees the change.
-func (c *eventCache) forget(nid int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.byNID[nid]; ok {
-		c.order.Remove(el)
-		delete(c.byNID, nid)
-	}
-}
-
 // lru is a small least-recently-used cache.
 type lru[K comparable, V any] struct {
 	mu    sync.Mutex
@@ -132,4 +83,14 @@ func (c *lru[K, V]) clear() {
 	defer c.mu.Unlock()
 	c.order.Init()
 	clear(c.items)
+}
+
+// forget drops one entry.
+func (c *lru[K, V]) forget(key K) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[key]; ok {
+		c.order.Remove(el)
+		delete(c.items, key)
+	}
 }

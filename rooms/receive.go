@@ -430,7 +430,7 @@ func (s *Server) persistReceived(ctx context.Context, r *room, ev *spec.Event, p
 	for tuple, nid := range newTuples {
 		s.tuples.add(tuple, nid)
 	}
-	s.events.put(e)
+	s.events.put(e.NID, e)
 	if status != storage.EventAccepted {
 		return e, nil
 	}
@@ -591,7 +591,7 @@ func (s *Server) loadStateWithin(ctx context.Context, tx *storage.Tx, chain *sna
 	var events []*Event
 	var missing []int64
 	for _, nid := range nids {
-		if e := s.events.get(nid); e != nil {
+		if e, ok := s.events.get(nid); ok {
 			events = append(events, e)
 		} else {
 			missing = append(missing, nid)

@@ -329,7 +329,7 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 	}
 	r.extremities = append(keptExtremities, stored[len(stored)-1])
 	for _, e := range stored {
-		s.events.put(e)
+		s.events.put(e.NID, e)
 		r.recent.add(e)
 		if target := e.Redacts(); target != "" {
 			s.applyRedaction(ctx, r, target)

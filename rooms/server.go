@@ -47,7 +47,7 @@ type Server struct {
 	versions sync.Map // room NID → *spec.RoomVersion
 
 	tuples    tupleCache
-	events    eventCache
+	events    *lru[int64, *Event]
 	snapshots *lru[int64, snapshotEntry]
 }
 
@@ -81,7 +81,7 @@ func New(db *storage.DB, identity Identity, stream *streams.Tracker, now func() 
 		rooms:     map[string]*room{},
 		byNID:     map[int64]*room{},
 		tuples:    newTupleCache(),
-		events:    newEventCache(50000),
+		events:    newLRU[int64, *Event](50000),
 		snapshots: newLRU[int64, snapshotEntry](256),
 	}
 }
@@ -313,7 +313,7 @@ func (s *Server) eventsByNID(ctx context.Context, nids []int64) ([]*Event, error
 	out := make([]*Event, 0, len(nids))
 	var missing []int64
 	for _, nid := range nids {
-		if e := s.events.get(nid); e != nil {
+		if e, ok := s.events.get(nid); ok {
 			out = append(out, e)
 		} else {
 			missing = append(missing, nid)
@@ -334,7 +334,7 @@ func (s *Server) eventsByNID(ctx context.Context, nids []int64) ([]*Event, error
 }
 
 func (s *Server) fromRow(row *storage.EventRow) (*Event, error) {
-	if e := s.events.get(row.NID); e != nil {
+	if e, ok := s.events.get(row.NID); ok {
 		if e.RedactedBy == row.RedactedBy {
 			return e, nil
 		}
@@ -354,7 +354,7 @@ func (s *Server) fromRow(row *storage.EventRow) (*Event, error) {
 	}
 	e := &Event{Event: parsed, NID: row.NID, StreamPos: row.StreamPos, StateBefore: row.StateBefore,
 		StateAfter: row.StateAfter, Status: row.Status, ReplacesNID: row.ReplacesNID, RedactedBy: row.RedactedBy, SenderDevice: row.SenderDevice, TxnID: row.TxnID}
-	s.events.put(e)
+	s.events.put(e.NID, e)
 	return e, nil
 }
 

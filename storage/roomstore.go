@@ -309,18 +309,23 @@ func LoadSnapshotChain(ctx context.Context, q Querier, nid int64) ([]SnapshotLin
 
 // Extremities reads the numeric IDs of a room's forward extremities.
 func Extremities(ctx context.Context, q Querier, roomNID int64) ([]int64, error) {
-	rows, err := q.Query(ctx, `SELECT event_nid FROM forward_extremities WHERE room_nid = $1`, roomNID)
+	return queryColumn[int64](ctx, q, `SELECT event_nid FROM forward_extremities WHERE room_nid = $1`, roomNID)
+}
+
+// queryColumn runs a query of one column and returns its values.
+func queryColumn[T any](ctx context.Context, q Querier, query string, args ...any) ([]T, error) {
+	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
-	var out []int64
+	out := []T{}
 	for rows.Next() {
-		var nid int64
-		if err := rows.Scan(&nid); err != nil {
+		var v T
+		if err := rows.Scan(&v); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		out = append(out, nid)
+		out = append(out, v)
 	}
 	return out, closeRows(rows)
 }
@@ -460,24 +465,6 @@ func closeRows(rows *sql.Rows) error {
 	return rows.Close()
 }
 
-// RoomsWithEventsBetween lists the rooms that have timeline events with from < stream_pos <= to.
-func RoomsWithEventsBetween(ctx context.Context, q Querier, from, to int64) ([]int64, error) {
-	rows, err := q.Query(ctx, `SELECT DISTINCT room_nid FROM events WHERE stream_pos > 0 AND stream_pos > $1 AND stream_pos <= $2`, from, to)
-	if err != nil {
-		return nil, err
-	}
-	var out []int64
-	for rows.Next() {
-		var nid int64
-		if err := rows.Scan(&nid); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		out = append(out, nid)
-	}
-	return out, closeRows(rows)
-}
-
 // LastEventAtOrBefore reads a room's last timeline event with stream_pos <= pos; ErrNotFound if none.
 func LastEventAtOrBefore(ctx context.Context, q Querier, roomNID, pos int64) (*EventRow, error) {
 	evs, err := queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
@@ -522,20 +509,7 @@ func DeleteAlias(ctx context.Context, q Querier, alias string) error {
 
 // AliasesOfRoom lists a room's local aliases.
 func AliasesOfRoom(ctx context.Context, q Querier, roomID string) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, roomID)
-	if err != nil {
-		return nil, err
-	}
-	out := []string{}
-	for rows.Next() {
-		var alias string
-		if err := rows.Scan(&alias); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		out = append(out, alias)
-	}
-	return out, closeRows(rows)
+	return queryColumn[string](ctx, q, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, roomID)
 }
 
 // SetRoomPublic publishes a room in (or removes it from) the room directory.

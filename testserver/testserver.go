@@ -175,8 +175,15 @@ func IsMatrixError(err error, errcode string) bool {
 	return false
 }
 
-// Engines lists the database engines a test should run on, with their subtest names.
-var Engines = []struct {
-	Name   string
-	Engine storage.Engine
-}{{"sqlite", storage.SQLite}, {"postgres", storage.Postgres}}
+// Each runs fn as two subtests, "sqlite" and "postgres", each with a fresh server of its
+// own on that engine (the PostgreSQL half is skipped, saying so, when no PostgreSQL is
+// reachable outside CI).
+func Each(t *testing.T, fn func(t *testing.T, srv *Server), opts ...Option) {
+	t.Helper()
+	for _, engine := range []struct {
+		name   string
+		engine storage.Engine
+	}{{"sqlite", storage.SQLite}, {"postgres", storage.Postgres}} {
+		t.Run(engine.name, func(t *testing.T) { fn(t, Start(t, engine.engine, opts...)) })
+	}
+}
