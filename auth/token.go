@@ -74,3 +74,9 @@ func randomString(n int, alphabet string) string {
 	}
 	return string(out)
 }
+
+// NewRegistrationToken returns a random registration token: 16 letters and digits, about
+// 95 bits, inside the spec's grammar for tokens ([A-Za-z0-9._~-], at most 64).
+func NewRegistrationToken() string {
+	return randomString(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+}

@@ -91,3 +91,47 @@ func TestSIGTERMAndAdminCLI(t *testing.T) {
 		t.Fatalf("whoami = %v, %v", who, err)
 	}
 }
+
+// TestRegistrationTokenFromCLI makes a single-use token with `eggs registration-token
+// create` and registers with it through a real client on a server in token mode.
+func TestRegistrationTokenFromCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a server process")
+	}
+	addr := freeAddr(t)
+	env := []string{
+		"EGGS_SERVER_NAME=localhost:" + addr[strings.LastIndexByte(addr, ':')+1:], "EGGS_CLIENT_ADDR=" + addr,
+		"EGGS_DATA_DIR=" + t.TempDir(), "EGGS_REGISTRATION=token", "EGGS_RATE_LIMIT=off", "EGGS_LOG_LEVEL=error",
+	}
+	bin, err := buildEggs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := exec.Command(bin, "registration-token", "create", "--uses", "1")
+	create.Env = append(create.Environ(), env...)
+	out, err := create.Output()
+	if err != nil {
+		t.Fatalf("eggs registration-token create: %v", err)
+	}
+	token := strings.TrimSpace(string(out))
+
+	proc := startProcess(t, env, addr)
+	ctx := context.Background()
+	register := func(name, tok string) error {
+		cli, _ := mautrix.NewClient(proc.url, "", "")
+		_, _, err := cli.Register(ctx, &mautrix.ReqRegister[any]{
+			Username: name, Password: "pw-pw-pw-pw",
+			Auth: map[string]string{"type": "m.login.registration_token", "token": tok},
+		})
+		return err
+	}
+	if err := register("first", "wrong-token"); err == nil {
+		t.Fatal("registered with a token that does not exist")
+	}
+	if err := register("first", token); err != nil {
+		t.Fatalf("register with the token: %v", err)
+	}
+	if err := register("second", token); err == nil {
+		t.Fatal("a single-use token worked twice")
+	}
+}

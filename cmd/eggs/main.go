@@ -2,6 +2,7 @@
 //
 //	eggs serve [--config FILE]                 run the homeserver
 //	eggs user create --username NAME [--password PW] [--admin] [--config FILE]
+//	eggs registration-token create [--token T] [--uses N] [--expires DURATION] [--config FILE]
 //	eggs version
 //
 // Every setting can also come from the environment (EGGS_*; see README.md).
@@ -42,6 +43,7 @@ func main() {
 const usage = `usage:
   eggs serve [--config FILE]
   eggs user create --username NAME [--password PW | --password-stdin] [--admin] [--config FILE]
+  eggs registration-token create [--token T] [--uses N] [--expires DURATION] [--config FILE]
   eggs version`
 
 func run(args []string, stdin io.Reader, stdout io.Writer) error {
@@ -56,6 +58,11 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 			return errors.New(usage)
 		}
 		return createUser(args[2:], stdin, stdout)
+	case "registration-token":
+		if len(args) < 2 || args[1] != "create" {
+			return errors.New(usage)
+		}
+		return createRegistrationToken(args[2:], stdout)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "eggs", version)
 		return nil
@@ -156,5 +163,49 @@ func createUser(args []string, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout, "created", userID.String())
+	return nil
+}
+
+// createRegistrationToken makes a token for EGGS_REGISTRATION=token (client-server API
+// "Token-authenticated registration"), printed on stdout.
+func createRegistrationToken(args []string, stdout io.Writer) error {
+	flags := flag.NewFlagSet("registration-token create", flag.ContinueOnError)
+	configPath := flags.String("config", "", "YAML configuration file")
+	token := flags.String("token", "", "the token (default: 16 random characters)")
+	uses := flags.Int64("uses", 0, "how many registrations it allows (0: unlimited)")
+	expires := flags.Duration("expires", 0, "how long it stays valid (0: forever)")
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	if *uses < 0 || *expires < 0 {
+		return errors.New("--uses and --expires must not be negative")
+	}
+	if *token == "" {
+		*token = auth.NewRegistrationToken()
+	}
+	if !auth.ValidRegistrationTokenSyntax(*token) {
+		return fmt.Errorf("token %q: use at most 64 of A-Z a-z 0-9 . _ ~ -", *token)
+	}
+	cfg, _, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	db, err := server.OpenDatabase(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var expiry int64
+	if *expires > 0 {
+		expiry = time.Now().Add(*expires).UnixMilli()
+	}
+	if err := storage.InsertRegistrationToken(ctx, db, *token, *uses, expiry); err != nil {
+		return fmt.Errorf("store token: %w", err)
+	}
+	fmt.Fprintln(stdout, *token)
 	return nil
 }
