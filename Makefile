@@ -17,6 +17,7 @@ run: build
 	EGGS_REGISTRATION=$${EGGS_REGISTRATION:-open} ./bin/eggs serve
 
 test:
+	@$(GO) run ./storage/storagetest/pgcheck
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 

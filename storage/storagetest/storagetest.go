@@ -199,3 +199,10 @@ func redact(raw string) string {
 	}
 	return u.Redacted()
 }
+
+// Reachable reports whether the PostgreSQL server the tests use answers, and its URL with
+// the password hidden, for `make test` to say which engines its run covers.
+func Reachable() (url string, err error) {
+	_, err = adminDB()
+	return redact(adminURL()), err
+}
