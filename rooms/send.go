@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/scrambledeggs/eggs/streams"
 
@@ -242,9 +244,11 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 			keptExtremities = append(keptExtremities, e)
 		}
 	}
+	var notify []string
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		chain = r.chain
 		stored = stored[:0]
+		notify = notify[:0]
 		clear(stateChanges)
 		clear(newTuples)
 		for i, p := range built {
@@ -312,6 +316,16 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 			}
 		}
 		last := stored[len(stored)-1]
+		if s.outbound != nil {
+			for _, e := range stored {
+				if dests := s.destinations(r, e); len(dests) > 0 {
+					if err := s.outbound.QueuePDU(ctx, tx, dests, e.NID); err != nil {
+						return fmt.Errorf("queue for federation: %w", err)
+					}
+					notify = append(notify, dests...)
+				}
+			}
+		}
 		return storage.ReplaceExtremities(ctx, tx, r.nid, removeExtremities, last.NID)
 	})
 	if err != nil {
@@ -341,6 +355,9 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 	}
 	for _, pos := range positions {
 		s.stream.Finish(pos, wake...)
+	}
+	if len(notify) > 0 {
+		s.outbound.Notify(notify...)
 	}
 	return stored, nil
 }
@@ -423,4 +440,42 @@ func changeKeys(r *room, e *Event) []string {
 		keys = append(keys, streams.MembershipKey(*e.StateKey()))
 	}
 	return keys
+}
+
+// Outbound sends local events to the other servers of their rooms (the federation sender).
+// QueuePDU runs inside the transaction that stores the event, so that what a client was told
+// is sent is never lost; Notify follows once that transaction committed.
+type Outbound interface {
+	QueuePDU(ctx context.Context, tx *storage.Tx, destinations []string, eventNID int64) error
+	Notify(destinations ...string)
+}
+
+// SetOutbound connects the federation sender. Call it before the server takes requests.
+func (s *Server) SetOutbound(o Outbound) { s.outbound = o }
+
+// destinations are the other servers that must receive a local event of room r: those of
+// the members joined before it (r.state is still the state before the event while it is
+// being stored), which includes a member being kicked or leaving. Invites to other servers
+// travel through the invite endpoint instead, as the spec wants.
+func (s *Server) destinations(r *room, _ *Event) []string {
+	servers := map[string]bool{}
+	for _, user := range r.joinedMembers() {
+		servers[serverOf(user)] = true
+	}
+	delete(servers, s.identity.ServerName)
+	delete(servers, "")
+	out := make([]string, 0, len(servers))
+	for server := range servers {
+		out = append(out, server)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// serverOf is the server name of a user ID ("" if it has none).
+func serverOf(userID string) string {
+	if i := strings.IndexByte(userID, ':'); i >= 0 {
+		return userID[i+1:]
+	}
+	return ""
 }

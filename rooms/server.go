@@ -40,6 +40,7 @@ type Server struct {
 	stream   *streams.Tracker
 	log      *slog.Logger
 	now      func() int64
+	outbound Outbound
 
 	mu       sync.Mutex
 	rooms    map[string]*room
