@@ -52,6 +52,9 @@ type Filter struct {
 	Presence    EventFilter `json:"presence"`
 	AccountData EventFilter `json:"account_data"`
 	Room        RoomFilter  `json:"room"`
+
+	// fieldPaths are EventFields split into property names; nil when EventFields is absent.
+	fieldPaths [][]string
 }
 
 // maxFilterSize bounds a stored or inline filter.
@@ -74,7 +77,34 @@ func parseFilter(body []byte) (*Filter, error) {
 			return nil, httpapi.BadJSON("limit must not be negative")
 		}
 	}
+	if f.EventFields != nil {
+		f.fieldPaths = make([][]string, 0, len(f.EventFields))
+		for _, field := range f.EventFields {
+			f.fieldPaths = append(f.fieldPaths, splitPropertyPath(field))
+		}
+	}
 	return f, nil
+}
+
+// splitPropertyPath splits a dot-separated property path (appendices, "Dot-separated
+// property paths"): "\." is a literal dot and "\\" a literal backslash inside a name; any
+// other backslash is kept as it is.
+func splitPropertyPath(p string) []string {
+	var names []string
+	var name strings.Builder
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '\\' && i+1 < len(p) && (p[i+1] == '.' || p[i+1] == '\\'):
+			name.WriteByte(p[i+1])
+			i++
+		case c == '.':
+			names = append(names, name.String())
+			name.Reset()
+		default:
+			name.WriteByte(c)
+		}
+	}
+	return append(names, name.String())
 }
 
 // matchPattern implements the "*" wildcard of type filters.
@@ -169,7 +199,9 @@ func (a *API) loadFilter(r *http.Request, userID, param string) (*Filter, error)
 	}
 	body, err := storage.LoadFilter(r.Context(), a.db, userID, id)
 	if err == storage.ErrNotFound {
-		return nil, httpapi.NotFound("No such filter")
+		// NOTSPEC: sync.yaml names no error for an unknown filter ID; like Synapse, it is a
+		// bad parameter of this request (400 M_INVALID_PARAM) rather than a missing resource.
+		return nil, httpapi.InvalidParam("No such filter")
 	}
 	if err != nil {
 		return nil, err

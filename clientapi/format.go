@@ -3,8 +3,11 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 
 	"github.com/scrambledeggs/eggs/rooms"
+	"github.com/scrambledeggs/eggs/spec"
 )
 
 // Client event format (client-server API "Room Event Format", definitions/client_event.yaml).
@@ -104,4 +107,120 @@ func (f *formatter) format(e *rooms.Event, replaced *rooms.Event) ClientEvent {
 		ce.Unsigned.TransactionID = e.TxnID
 	}
 	return ce
+}
+
+// Event shaping of /sync (definitions/sync_filter.yaml, "event_format" and "event_fields").
+// The shape applies to the room events of the response, timeline and state, of joined and
+// left rooms: event_format chooses between client events and PDUs, which only room events
+// have, and event_fields narrows those same events. Account data, ephemeral events and
+// stripped invite state keep their fixed form ("A server may include more fields than were
+// requested"), as in Synapse.
+
+// formatSync formats room events for /sync as the filter asks.
+func (f *formatter) formatSync(ctx context.Context, filter *Filter, events []*rooms.Event) ([]any, error) {
+	out := make([]any, 0, len(events))
+	if filter.EventFormat == "federation" {
+		for _, e := range events {
+			shaped, err := pickFields(federationJSON(e), filter.fieldPaths)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, shaped)
+		}
+		return out, nil
+	}
+	client, err := f.formatAll(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	for _, ce := range client {
+		if filter.fieldPaths == nil {
+			out = append(out, ce)
+			continue
+		}
+		raw, err := json.Marshal(ce)
+		if err != nil {
+			return nil, err
+		}
+		shaped, err := pickFields(raw, filter.fieldPaths)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, shaped)
+	}
+	return out, nil
+}
+
+// federationJSON is an event in the "federation" event format: "the raw event as received
+// over federation", that is the stored PDU, with its event ID added for room versions whose
+// PDUs do not carry one (v3+ name events by reference hash) so that clients can refer to it.
+// Client-only additions (age, transaction ID, prev_content) are not part of it.
+func federationJSON(e *rooms.Event) json.RawMessage {
+	raw := e.JSON()
+	if e.Version().EventIDFormat == spec.EventIDOriginGenerated {
+		return raw
+	}
+	id, _ := json.Marshal(e.EventID())
+	out := make([]byte, 0, len(raw)+len(id)+14)
+	out = append(out, `{"event_id":`...)
+	out = append(out, id...)
+	if len(raw) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, raw[1:]...)
+}
+
+// pickFields keeps only the properties of a JSON event that paths name (event_fields; each
+// path is a list of property names). Paths through a missing property or a non-object are
+// skipped. nil paths keep everything.
+func pickFields(raw json.RawMessage, paths [][]string) (any, error) {
+	if paths == nil {
+		return raw, nil
+	}
+	var event map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &event); err != nil {
+		return nil, fmt.Errorf("pick event fields: %w", err)
+	}
+	out := map[string]any{}
+	for _, p := range paths {
+		// A path under another requested path is already included whole.
+		if slices.ContainsFunc(paths, func(other []string) bool {
+			return len(other) < len(p) && slices.Equal(other, p[:len(other)])
+		}) {
+			continue
+		}
+		value, ok := lookupPath(event, p)
+		if !ok {
+			continue
+		}
+		node := out
+		for _, name := range p[:len(p)-1] {
+			child, ok := node[name].(map[string]any)
+			if !ok {
+				child = map[string]any{}
+				node[name] = child
+			}
+			node = child
+		}
+		node[p[len(p)-1]] = value
+	}
+	return out, nil
+}
+
+// lookupPath finds the value at a property path of a JSON object.
+func lookupPath(object map[string]json.RawMessage, path []string) (json.RawMessage, bool) {
+	for i, name := range path {
+		value, ok := object[name]
+		if !ok {
+			return nil, false
+		}
+		if i == len(path)-1 {
+			return value, true
+		}
+		object = nil
+		if json.Unmarshal(value, &object) != nil || object == nil {
+			return nil, false
+		}
+	}
+	return nil, false
 }

@@ -51,21 +51,19 @@ type syncRooms struct {
 	Join   map[string]*joinedRoom  `json:"join"`
 	Invite map[string]*invitedRoom `json:"invite"`
 	Leave  map[string]*leftRoom    `json:"leave"`
-	Knock  map[string]*invitedRoom `json:"knock"`
+	Knock  map[string]*knockedRoom `json:"knock"`
 }
 
 type eventList struct {
 	Events []any `json:"events"`
 }
 
-type clientEventList struct {
-	Events []ClientEvent `json:"events"`
-}
-
+// timeline holds room events shaped by the filter (formatSync): client events, PDUs or
+// field selections of either.
 type timeline struct {
-	Events    []ClientEvent `json:"events"`
-	Limited   bool          `json:"limited"`
-	PrevBatch string        `json:"prev_batch,omitempty"`
+	Events    []any  `json:"events"`
+	Limited   bool   `json:"limited"`
+	PrevBatch string `json:"prev_batch,omitempty"`
 }
 
 type roomSummary struct {
@@ -75,25 +73,32 @@ type roomSummary struct {
 }
 
 type joinedRoom struct {
-	Timeline    timeline        `json:"timeline"`
-	State       clientEventList `json:"state"`
-	AccountData eventList       `json:"account_data"`
-	Ephemeral   eventList       `json:"ephemeral"`
-	Summary     *roomSummary    `json:"summary,omitempty"`
-	// UnreadNotifications is set for every joined room whose timeline part is computed.
+	Timeline    timeline     `json:"timeline"`
+	State       eventList    `json:"state"`
+	AccountData eventList    `json:"account_data"`
+	Ephemeral   eventList    `json:"ephemeral"`
+	Summary     *roomSummary `json:"summary,omitempty"`
+	// UnreadNotifications is set for every joined room of a response, zeros included.
 	UnreadNotifications *unreadCounts `json:"unread_notifications,omitempty"`
 }
 
+// strippedState is the "events" object of invite_state and knock_state.
+type strippedState struct {
+	Events []strippedEvent `json:"events"`
+}
+
 type invitedRoom struct {
-	InviteState struct {
-		Events []strippedEvent `json:"events"`
-	} `json:"invite_state"`
+	InviteState strippedState `json:"invite_state"`
+}
+
+type knockedRoom struct {
+	KnockState strippedState `json:"knock_state"`
 }
 
 type leftRoom struct {
-	Timeline    timeline        `json:"timeline"`
-	State       clientEventList `json:"state"`
-	AccountData eventList       `json:"account_data"`
+	Timeline    timeline  `json:"timeline"`
+	State       eventList `json:"state"`
+	AccountData eventList `json:"account_data"`
 }
 
 type strippedEvent struct {
@@ -115,7 +120,8 @@ func parseStreamToken(token string) (int64, bool) {
 	return pos, err == nil && pos >= 0
 }
 
-// GET /sync
+// GET /sync. A since token or timeout that cannot be read is a bad parameter, 400
+// M_INVALID_PARAM (client-server API "Common error codes").
 func (a *API) sync(w http.ResponseWriter, r *http.Request, d *Device) error {
 	q := r.URL.Query()
 	var since int64
@@ -179,25 +185,28 @@ func (s *syncResponse) empty() bool {
 }
 
 // buildSync computes the response covering (since, to]; since 0 is an initial sync.
+// fullState (sync.yaml "full_state") returns every room the user is in with its full state,
+// as an initial sync does, while timelines still start at since.
 func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, to int64, fullState bool) (*syncResponse, error) {
 	resp := &syncResponse{
 		NextBatch: streamToken(to),
 		Rooms: syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{},
-			Leave: map[string]*leftRoom{}, Knock: map[string]*invitedRoom{}},
+			Leave: map[string]*leftRoom{}, Knock: map[string]*knockedRoom{}},
 		AccountData: eventList{Events: []any{}}, Presence: eventList{Events: []any{}},
 		ToDevice: eventList{Events: []any{}}, DeviceLists: map[string][]string{"changed": {}, "left": {}},
 	}
-	initial := since == 0 || fullState
+	// everything: every room and all account data, not only what changed.
+	everything := since == 0 || fullState
 	f := a.formatter(d, false)
 
 	// The stream's change index tells which parts of the response can have anything new,
 	// so that an incremental sync reads only those from the database.
 	stream := a.rooms.Stream()
-	changedSince := func(key string) bool { return initial || stream.ChangedSince(key, since) }
+	changedSince := func(key string) bool { return everything || stream.ChangedSince(key, since) }
 
 	// Rooms whose membership changed in the window, by the user's last membership there.
 	changed := map[string]*rooms.Event{}
-	if !initial && changedSince(streams.MembershipKey(d.UserID)) {
+	if since > 0 && stream.ChangedSince(streams.MembershipKey(d.UserID), since) {
 		rows, err := storage.MembershipChanges(ctx, a.db, d.UserID, since, to)
 		if err != nil {
 			return nil, err
@@ -217,7 +226,7 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 	}
 	active := map[int64]bool{}
 	receiptsChanged := false
-	if !initial {
+	if !everything {
 		for _, m := range memberships {
 			if m.Membership == "join" {
 				active[m.RoomNID] = changedSince(streams.RoomKey(m.RoomNID))
@@ -233,6 +242,7 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 		}
 	}
 	unread := newUnreadCounter(d.UserID)
+	forgotten := forgottenRooms{api: a, userID: d.UserID}
 	for _, m := range memberships {
 		if !allowsRoom(filter.Room.Rooms, filter.Room.NotRooms, m.RoomID) {
 			continue
@@ -244,44 +254,62 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 		switch m.Membership {
 		case "join":
 			newlyJoined := memberEvent != nil && wasNotJoined(ctx, a, memberEvent)
-			if !initial && !active[m.RoomNID] && !newlyJoined &&
+			if !everything && !active[m.RoomNID] && !newlyJoined &&
 				!a.ephemeralChanged(filter, m.RoomID, newReceipts[m.RoomNID], since, to) {
 				continue
 			}
-			jr, err := a.syncJoinedRoom(ctx, f, filter, m.RoomNID, since, to, initial || newlyJoined)
+			jr, err := a.syncJoinedRoom(ctx, f, filter, m.RoomNID, since, to, everything, newlyJoined)
 			if err != nil {
 				return nil, err
 			}
-			if jr != nil {
-				if err := a.addEphemeral(ctx, jr, filter, d.UserID, m, newReceipts[m.RoomNID], since, to, initial || newlyJoined); err != nil {
-					return nil, err
-				}
-				if jr.UnreadNotifications, err = a.unreadNotifications(ctx, unread, m, to); err != nil {
-					return nil, err
-				}
-				resp.Rooms.Join[m.RoomID] = jr
+			if err := a.addEphemeral(ctx, jr, filter, d.UserID, m, newReceipts[m.RoomNID], since, to, everything || newlyJoined); err != nil {
+				return nil, err
 			}
+			if jr.UnreadNotifications, err = a.unreadNotifications(ctx, unread, m, to); err != nil {
+				return nil, err
+			}
+			resp.Rooms.Join[m.RoomID] = jr
 		case "invite", "knock":
-			if !initial && memberEvent == nil {
+			if !everything && memberEvent == nil {
 				continue
 			}
-			ir, err := a.syncInvitedRoom(ctx, m.RoomID, d.UserID)
+			state, err := a.strippedRoomState(ctx, m.RoomID, d.UserID)
 			if err != nil {
 				return nil, err
 			}
 			if m.Membership == "invite" {
-				resp.Rooms.Invite[m.RoomID] = ir
+				resp.Rooms.Invite[m.RoomID] = &invitedRoom{InviteState: state}
 			} else {
-				resp.Rooms.Knock[m.RoomID] = ir
+				resp.Rooms.Knock[m.RoomID] = &knockedRoom{KnockState: state}
 			}
 		case "leave", "ban":
-			if memberEvent == nil && !(initial && filter.Room.IncludeLeave) {
-				continue
-			}
+			// A room left in the window (a leave, kick, ban, rejected or rescinded invite or
+			// knock) moves to "leave"; rooms left earlier only on request (include_leave).
 			if memberEvent == nil {
+				if !everything || !filter.Room.IncludeLeave {
+					continue
+				}
+				loaded, err := a.rooms.EventsByNID(ctx, []int64{m.EventNID})
+				if err != nil {
+					return nil, err
+				}
+				if len(loaded) == 0 || loaded[0].StreamPos > to {
+					continue
+				}
+				memberEvent = loaded[0]
+			}
+			if left, _ := memberEvent.Membership(); left != "leave" && left != "ban" {
+				continue // the membership changed again after the window; the next sync has it
+			}
+			// "Forget": a forgotten room is gone from the user's room list for good.
+			gone, err := forgotten.contains(ctx, m.RoomID)
+			if err != nil {
+				return nil, err
+			}
+			if gone {
 				continue
 			}
-			lr, err := a.syncLeftRoom(ctx, f, filter, m.RoomNID, since, memberEvent)
+			lr, err := a.syncLeftRoom(ctx, f, filter, d.UserID, m.RoomNID, since, memberEvent, everything)
 			if err != nil {
 				return nil, err
 			}
@@ -291,10 +319,15 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 
 	var data []storage.AccountDataRow
 	if changedSince(streams.AccountDataKey(d.UserID)) {
-		if data, err = storage.AccountDataSince(ctx, a.db, d.UserID, since, to); err != nil {
+		accountFrom := since
+		if everything {
+			accountFrom = 0
+		}
+		if data, err = storage.AccountDataSince(ctx, a.db, d.UserID, accountFrom, to); err != nil {
 			return nil, err
 		}
 	}
+	roomData := &filter.Room.AccountData
 	for _, row := range data {
 		ev := map[string]any{"type": row.Type, "content": json.RawMessage(row.Content)}
 		if row.RoomID == "" {
@@ -303,31 +336,62 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 			}
 			continue
 		}
+		if !allowsRoom(filter.Room.Rooms, filter.Room.NotRooms, row.RoomID) ||
+			!allowsRoom(roomData.Rooms, roomData.NotRooms, row.RoomID) || !roomData.Allows(row.Type, "") {
+			continue
+		}
 		if jr, ok := resp.Rooms.Join[row.RoomID]; ok {
 			jr.AccountData.Events = append(jr.AccountData.Events, ev)
-		} else if !initial && filter.Room.AccountData.Allows(row.Type, "") {
-			if m, joined := joinedIn(memberships, row.RoomID); joined {
-				jr := emptyJoinedRoom()
-				jr.AccountData.Events = append(jr.AccountData.Events, ev)
-				resp.Rooms.Join[m] = jr
+		} else if lr, ok := resp.Rooms.Leave[row.RoomID]; ok {
+			lr.AccountData.Events = append(lr.AccountData.Events, ev)
+		} else if m, joined := joinedMembership(memberships, row.RoomID); joined && !everything {
+			// A joined room whose only news is account data.
+			jr := emptyJoinedRoom()
+			jr.AccountData.Events = append(jr.AccountData.Events, ev)
+			if jr.UnreadNotifications, err = a.unreadNotifications(ctx, unread, m, to); err != nil {
+				return nil, err
 			}
+			resp.Rooms.Join[row.RoomID] = jr
 		}
 	}
 	return resp, nil
 }
 
-func joinedIn(memberships []storage.RoomMembership, roomID string) (string, bool) {
-	for _, m := range memberships {
-		if m.RoomID == roomID && m.Membership == "join" {
-			return roomID, true
+// forgottenRooms is the set of rooms a user forgot (POST /rooms/{roomId}/forget), read from
+// the database on first use: most responses hold no left room and never need it.
+type forgottenRooms struct {
+	api    *API
+	userID string
+	rooms  map[string]bool
+}
+
+func (r *forgottenRooms) contains(ctx context.Context, roomID string) (bool, error) {
+	if r.rooms == nil {
+		list, err := storage.ForgottenRooms(ctx, r.api.db, r.userID)
+		if err != nil {
+			return false, err
+		}
+		r.rooms = make(map[string]bool, len(list))
+		for _, id := range list {
+			r.rooms[id] = true
 		}
 	}
-	return "", false
+	return r.rooms[roomID], nil
+}
+
+// joinedMembership finds the user's membership in roomID if it is "join".
+func joinedMembership(memberships []storage.RoomMembership, roomID string) (storage.RoomMembership, bool) {
+	for _, m := range memberships {
+		if m.RoomID == roomID && m.Membership == "join" {
+			return m, true
+		}
+	}
+	return storage.RoomMembership{}, false
 }
 
 func emptyJoinedRoom() *joinedRoom {
 	return &joinedRoom{
-		Timeline: timeline{Events: []ClientEvent{}}, State: clientEventList{Events: []ClientEvent{}},
+		Timeline: timeline{Events: []any{}}, State: eventList{Events: []any{}},
 		AccountData: eventList{Events: []any{}}, Ephemeral: eventList{Events: []any{}},
 	}
 }
@@ -349,48 +413,110 @@ func wasNotJoined(ctx context.Context, a *API, e *rooms.Event) bool {
 	return m != "join"
 }
 
-// syncJoinedRoom is one joined room's part of the response; nil when the filters leave
-// nothing of it.
-func (a *API) syncJoinedRoom(ctx context.Context, f *formatter, filter *Filter, roomNID, since, to int64, full bool) (*joinedRoom, error) {
-	limit := filter.Room.Timeline.limit(defaultTimelineLimit)
+// syncJoinedRoom is one joined room's part of the response. fullState sends the whole state
+// (initial sync, full_state); a room the user newly joined gets its recent timeline and
+// whole state whatever since is.
+func (a *API) syncJoinedRoom(ctx context.Context, f *formatter, filter *Filter, roomNID, since, to int64, fullState, newlyJoined bool) (*joinedRoom, error) {
 	from := since
-	if full {
+	if newlyJoined {
 		from = 0
 	}
-	events, limited, err := a.filteredTimeline(ctx, &filter.Room.Timeline, roomNID, from, to, limit)
+	// A timeline that reaches back before the user's join shows only what the room's
+	// history visibility lets them see ("History visibility"); later events they saw live.
+	var visible func(*rooms.Event) (bool, error)
+	if from == 0 {
+		history, err := a.newHistoryVisibility(ctx, roomNID, f.userID, to)
+		if err != nil {
+			return nil, err
+		}
+		visible = func(e *rooms.Event) (bool, error) { return history.allows(ctx, e) }
+	}
+	section, err := a.roomSection(ctx, f, filter, roomNID, since, from, to, fullState || newlyJoined, visible)
 	if err != nil {
 		return nil, err
 	}
 	jr := emptyJoinedRoom()
-	jr.Timeline.Limited = limited
-	if len(events) > 0 {
-		jr.Timeline.PrevBatch = streamToken(events[0].StreamPos - 1)
-	} else {
-		jr.Timeline.PrevBatch = streamToken(to)
+	jr.Timeline = section.timeline
+	jr.State.Events = section.state
+	if section.stateStart != nil && (fullState || newlyJoined || hasMemberEvents(section.events)) {
+		jr.Summary = summarize(section.stateStart, section.events, f.userID)
 	}
-	if jr.Timeline.Events, err = f.formatAll(ctx, events); err != nil {
+	return jr, nil
+}
+
+// syncLeftRoom is a room the user left, was kicked or banned from, or whose invite or knock
+// ended: its timeline from since up to and including that membership event, and its state,
+// as for a joined room ("leave" in sync.yaml). Events are subject to history visibility, as
+// the user may not have been joined in the window (a rescinded invite shows only its end).
+func (a *API) syncLeftRoom(ctx context.Context, f *formatter, filter *Filter, userID string, roomNID, since int64, leave *rooms.Event, fullState bool) (*leftRoom, error) {
+	history, err := a.newHistoryVisibility(ctx, roomNID, userID, leave.StreamPos)
+	if err != nil {
+		return nil, err
+	}
+	visible := func(e *rooms.Event) (bool, error) {
+		if e.NID == leave.NID {
+			// NOTSPEC: the event that ends the membership is always shown, also after an
+			// invite the user could not read the room with (as Synapse does), so that the
+			// client sees the room go.
+			return true, nil
+		}
+		return history.allows(ctx, e)
+	}
+	section, err := a.roomSection(ctx, f, filter, roomNID, since, since, leave.StreamPos, fullState, visible)
+	if err != nil {
+		return nil, err
+	}
+	return &leftRoom{Timeline: section.timeline, State: eventList{Events: section.state},
+		AccountData: eventList{Events: []any{}}}, nil
+}
+
+// roomSection is the timeline and state part of one room in a response.
+type roomSection struct {
+	timeline timeline
+	state    []any
+	// events are the timeline's events; stateStart the state at the start of the timeline
+	// (nil when the section needs no state).
+	events     []*rooms.Event
+	stateStart map[spec.StateTuple]*rooms.Event
+}
+
+// roomSection computes a room's timeline of events with from < stream_pos <= upper that pass
+// the timeline filter (and visible, if set), and its "state" (sync.yaml): the whole state at
+// the start of the timeline if fullState, otherwise the state that changed between since and
+// the start of the timeline.
+func (a *API) roomSection(ctx context.Context, f *formatter, filter *Filter, roomNID, since, from, upper int64, fullState bool, visible func(*rooms.Event) (bool, error)) (*roomSection, error) {
+	limit := filter.Room.Timeline.limit(defaultTimelineLimit)
+	events, limited, err := a.filteredTimeline(ctx, &filter.Room.Timeline, roomNID, from, upper, limit, visible)
+	if err != nil {
+		return nil, err
+	}
+	section := &roomSection{events: events, state: []any{}}
+	section.timeline.Limited = limited
+	if len(events) > 0 {
+		section.timeline.PrevBatch = streamToken(events[0].StreamPos - 1)
+	} else {
+		section.timeline.PrevBatch = streamToken(upper)
+	}
+	if section.timeline.Events, err = f.formatSync(ctx, filter, events); err != nil {
 		return nil, err
 	}
 
-	// State: the state at the start of the timeline, in full for a new room, otherwise what
-	// changed between since and the start of the timeline.
-	// An incremental sync whose timeline holds everything since needs no state at all
-	// (unless it lazy-loads members or must summarise a membership change).
-	needState := full || limited || filter.Room.State.LazyLoadMembers || hasMemberEvents(events)
-	if !needState {
-		return jr, nil
+	// A timeline that holds everything since the last sync needs no state at all (unless
+	// members are lazy-loaded or a membership change is to be summarised).
+	if !fullState && !limited && !filter.Room.State.LazyLoadMembers && !hasMemberEvents(events) {
+		return section, nil
 	}
-	var stateStart map[spec.StateTuple]*rooms.Event
 	if len(events) > 0 {
-		if stateStart, err = a.rooms.StateAt(ctx, events[0].StateBefore); err != nil {
-			return nil, err
-		}
-	} else if stateStart, err = a.rooms.StateAtPosition(ctx, roomNID, to); err != nil {
+		section.stateStart, err = a.rooms.StateAt(ctx, events[0].StateBefore)
+	} else {
+		section.stateStart, err = a.rooms.StateAtPosition(ctx, roomNID, upper)
+	}
+	if err != nil {
 		return nil, err
 	}
 	var stateEvents []*rooms.Event
-	if full {
-		for _, e := range stateStart {
+	if fullState {
+		for _, e := range section.stateStart {
 			stateEvents = append(stateEvents, e)
 		}
 	} else if limited {
@@ -398,25 +524,23 @@ func (a *API) syncJoinedRoom(ctx context.Context, f *formatter, filter *Filter, 
 		if err != nil {
 			return nil, err
 		}
-		for tuple, e := range stateStart {
+		for tuple, e := range section.stateStart {
 			if old, ok := before[tuple]; !ok || old.NID != e.NID {
 				stateEvents = append(stateEvents, e)
 			}
 		}
 	}
-	stateEvents = a.filterState(&filter.Room.State, stateEvents, events, stateStart, f.userID)
+	stateEvents = a.filterState(&filter.Room.State, stateEvents, events, section.stateStart, f.userID)
 	sort.Slice(stateEvents, func(i, j int) bool { return stateEvents[i].StreamPos < stateEvents[j].StreamPos })
-	if jr.State.Events, err = f.formatAll(ctx, stateEvents); err != nil {
+	if section.state, err = f.formatSync(ctx, filter, stateEvents); err != nil {
 		return nil, err
 	}
-	if full || hasMemberEvents(events) {
-		jr.Summary = summarize(stateStart, events, f.userID)
-	}
-	return jr, nil
+	return section, nil
 }
 
-// filteredTimeline fetches up to limit events that pass the filter, newest last.
-func (a *API) filteredTimeline(ctx context.Context, ef *RoomEventFilter, roomNID, from, to int64, limit int) ([]*rooms.Event, bool, error) {
+// filteredTimeline fetches up to limit events that pass the filter (and visible, if set),
+// newest last.
+func (a *API) filteredTimeline(ctx context.Context, ef *RoomEventFilter, roomNID, from, to int64, limit int, visible func(*rooms.Event) (bool, error)) ([]*rooms.Event, bool, error) {
 	if limit == 0 {
 		events, _, err := a.rooms.Timeline(ctx, roomNID, from, to, 1)
 		return nil, len(events) > 0, err
@@ -431,9 +555,19 @@ func (a *API) filteredTimeline(ctx context.Context, ef *RoomEventFilter, roomNID
 		}
 		kept := make([]*rooms.Event, 0, len(events))
 		for _, e := range events {
-			if ef.AllowsEvent(e) {
-				kept = append(kept, e)
+			if !ef.AllowsEvent(e) {
+				continue
 			}
+			if visible != nil {
+				ok, err := visible(e)
+				if err != nil {
+					return nil, false, err
+				}
+				if !ok {
+					continue
+				}
+			}
+			kept = append(kept, e)
 		}
 		out = append(kept, out...)
 		if len(out) >= limit {
@@ -518,52 +652,45 @@ func summarize(state map[spec.StateTuple]*rooms.Event, timelineEvents []*rooms.E
 	return &roomSummary{Heroes: heroes, JoinedCount: &joined, InvitedCount: &invited}
 }
 
-// strippedStateTypes are the state events shown to invitees (client-server API "Stripped
-// state"); NOTSPEC: the spec recommends these, matching Synapse's default list.
+// strippedStateTypes are the state events shown to invitees and knockers (client-server API
+// "Stripped state", which lists these; m.room.create is required since v1.16).
 var strippedStateTypes = []string{
 	"m.room.create", "m.room.join_rules", "m.room.canonical_alias", "m.room.avatar",
 	"m.room.name", "m.room.encryption", "m.room.topic",
 }
 
-// syncInvitedRoom is the stripped state of a room the user is invited to (or knocked on).
-func (a *API) syncInvitedRoom(ctx context.Context, roomID, userID string) (*invitedRoom, error) {
+// strippedRoomState is the stripped state of a room the user is invited to or knocked on:
+// the recommended events, then the member event of whoever invited the user, then the
+// user's own member event (the invite or knock, as in sync.yaml's example).
+func (a *API) strippedRoomState(ctx context.Context, roomID, userID string) (strippedState, error) {
 	state, _, err := a.rooms.CurrentState(ctx, roomID)
 	if err != nil {
-		return nil, err
+		return strippedState{}, err
 	}
-	ir := &invitedRoom{}
-	ir.InviteState.Events = []strippedEvent{}
+	out := strippedState{Events: []strippedEvent{}}
 	for _, t := range strippedStateTypes {
 		if e, ok := state[spec.StateTuple{Type: t}]; ok {
-			ir.InviteState.Events = append(ir.InviteState.Events, stripped(e))
+			out.Events = append(out.Events, stripped(e))
 		}
 	}
-	if e, ok := state[spec.StateTuple{Type: "m.room.member", StateKey: userID}]; ok {
-		ir.InviteState.Events = append(ir.InviteState.Events, stripped(e))
+	own, ok := state[spec.StateTuple{Type: "m.room.member", StateKey: userID}]
+	if !ok {
+		return out, nil
 	}
-	return ir, nil
+	// NOTSPEC: "The server might include events not described here"; like Synapse, the
+	// inviter's member event is included so that the client can show who invited the user
+	// by name and avatar.
+	if m, _ := own.Membership(); m == "invite" && own.Sender() != userID {
+		if inviter, ok := state[spec.StateTuple{Type: "m.room.member", StateKey: own.Sender()}]; ok {
+			out.Events = append(out.Events, stripped(inviter))
+		}
+	}
+	out.Events = append(out.Events, stripped(own))
+	return out, nil
 }
 
 func stripped(e *rooms.Event) strippedEvent {
 	return strippedEvent{Content: e.Content(), Sender: e.Sender(), StateKey: *e.StateKey(), Type: e.Type()}
-}
-
-// syncLeftRoom is a room the user left or was removed from during the window: its timeline
-// up to and including the leave.
-func (a *API) syncLeftRoom(ctx context.Context, f *formatter, filter *Filter, roomNID, since int64, leave *rooms.Event) (*leftRoom, error) {
-	limit := filter.Room.Timeline.limit(defaultTimelineLimit)
-	events, limited, err := a.filteredTimeline(ctx, &filter.Room.Timeline, roomNID, since, leave.StreamPos, limit)
-	if err != nil {
-		return nil, err
-	}
-	lr := &leftRoom{Timeline: timeline{Limited: limited}, State: clientEventList{Events: []ClientEvent{}}, AccountData: eventList{Events: []any{}}}
-	if len(events) > 0 {
-		lr.Timeline.PrevBatch = streamToken(events[0].StreamPos - 1)
-	}
-	if lr.Timeline.Events, err = f.formatAll(ctx, events); err != nil {
-		return nil, err
-	}
-	return lr, nil
 }
 
 // userMemberships lists the rooms a user has a membership in, from a cache that holds until

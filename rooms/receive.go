@@ -514,7 +514,7 @@ func (s *Server) advanceHead(ctx context.Context, tx *storage.Tx, r *room, e *Ev
 		head.chain, head.changes = afterChain, map[spec.StateTuple]*Event{}
 		if tuple, ok := e.Tuple(); ok {
 			head.changes[tuple] = e
-			if err := setCurrentState(ctx, tx, r.nid, tuple, e); err != nil {
+			if err := setCurrentState(ctx, tx, r, tuple, e); err != nil {
 				return nil, err
 			}
 		}
@@ -550,7 +550,7 @@ func (s *Server) advanceHead(ctx context.Context, tx *storage.Tx, r *room, e *Ev
 			if old, ok := r.state[tuple]; ok && old.NID == ev.NID {
 				continue
 			}
-			if err := setCurrentState(ctx, tx, r.nid, tuple, ev); err != nil {
+			if err := setCurrentState(ctx, tx, r, tuple, ev); err != nil {
 				return nil, err
 			}
 		}
@@ -570,13 +570,20 @@ func (s *Server) advanceHead(ctx context.Context, tx *storage.Tx, r *room, e *Ev
 	return head, nil
 }
 
-// setCurrentState records one entry of a room's current state.
-func setCurrentState(ctx context.Context, tx *storage.Tx, roomNID int64, tuple spec.StateTuple, e *Event) error {
+// setCurrentState records one entry of a room's current state. A user who joins, is
+// invited to or knocks on a room they had forgotten gets it back.
+func setCurrentState(ctx context.Context, tx *storage.Tx, r *room, tuple spec.StateTuple, e *Event) error {
 	membership := ""
 	if e.Type() == "m.room.member" {
 		membership, _ = e.Membership()
+		switch membership {
+		case "join", "invite", "knock":
+			if err := storage.UnforgetRoom(ctx, tx, tuple.StateKey, r.id); err != nil {
+				return err
+			}
+		}
 	}
-	return storage.SetCurrentState(ctx, tx, roomNID, tuple.Type, tuple.StateKey, e.NID, membership)
+	return storage.SetCurrentState(ctx, tx, r.nid, tuple.Type, tuple.StateKey, e.NID, membership)
 }
 
 // loadStateWithin reads the state of a chain whose last links may have been written by tx

@@ -289,11 +289,7 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 				if err := storage.SetStateAfter(ctx, tx, nid, snapshotNID); err != nil {
 					return err
 				}
-				membership := ""
-				if e.Type() == "m.room.member" {
-					membership, _ = e.Membership()
-				}
-				if err := storage.SetCurrentState(ctx, tx, r.nid, tuple.Type, tuple.StateKey, nid, membership); err != nil {
+				if err := setCurrentState(ctx, tx, r, tuple, e); err != nil {
 					return err
 				}
 				stateChanges[tuple] = e

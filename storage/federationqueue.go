@@ -140,3 +140,20 @@ func ListDestinationHealth(ctx context.Context, q Querier) ([]DestinationHealth,
 	}
 	return out, closeRows(rows)
 }
+
+// InboundTxnResponse returns the response given earlier to a transaction, or nil.
+func InboundTxnResponse(ctx context.Context, q Querier, origin, txnID string) ([]byte, error) {
+	var response string
+	err := q.QueryRow(ctx, `SELECT response FROM federation_inbound_txns WHERE origin = $1 AND txn_id = $2`, origin, txnID).Scan(&response)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return []byte(response), err
+}
+
+// SaveInboundTxn records the response given to a transaction.
+func SaveInboundTxn(ctx context.Context, q Querier, origin, txnID string, response []byte, nowMS int64) error {
+	_, err := q.Exec(ctx, `INSERT INTO federation_inbound_txns (origin, txn_id, response, received_ts) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (origin, txn_id) DO NOTHING`, origin, txnID, string(response), nowMS)
+	return err
+}

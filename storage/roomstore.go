@@ -525,6 +525,12 @@ func RoomIDByNID(ctx context.Context, q Querier, roomNID int64) (string, error) 
 	return roomID, err
 }
 
+// UnforgetRoom forgets that a user forgot a room (they are back in it).
+func UnforgetRoom(ctx context.Context, q Querier, userID, roomID string) error {
+	_, err := q.Exec(ctx, `DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2`, userID, roomID)
+	return err
+}
+
 // ForgetRoom records that a user forgot a room they left.
 func ForgetRoom(ctx context.Context, q Querier, userID, roomID string) error {
 	_, err := q.Exec(ctx, `INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, userID, roomID)
@@ -759,4 +765,9 @@ func SearchJoinedMembers(ctx context.Context, q Querier, sharedWith string, room
 		}
 	}
 	return out, nil
+}
+
+// ForgottenRooms lists the rooms a user has forgotten.
+func ForgottenRooms(ctx context.Context, q Querier, userID string) ([]string, error) {
+	return queryColumn[string](ctx, q, `SELECT room_id FROM forgotten_rooms WHERE user_id = $1`, userID)
 }
