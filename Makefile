@@ -1,6 +1,7 @@
 # Scrambled Eggs — a Matrix homeserver.
 #
-#   make run     start a homeserver on http://localhost:8008 (SQLite in ./eggs-data)
+#   make run     start a homeserver on http://localhost:8008 (SQLite in ./eggs-data; federation
+#                off unless EGGS_FEDERATION_ADDR and a TLS certificate are set)
 #   make test    run every test (SQLite, and PostgreSQL when one is reachable)
 #   make bench   run the load tool and the micro-benchmarks
 
@@ -14,7 +15,7 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/eggs ./cmd/eggs
 
 run: build
-	EGGS_REGISTRATION=$${EGGS_REGISTRATION:-open} ./bin/eggs serve
+	EGGS_REGISTRATION=$${EGGS_REGISTRATION:-open} EGGS_FEDERATION_ADDR=$${EGGS_FEDERATION_ADDR:-off} ./bin/eggs serve
 
 test:
 	@$(GO) run ./storage/storagetest/pgcheck

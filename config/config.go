@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,24 +36,62 @@ type Config struct {
 	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
 	RateLimit                string `yaml:"rate_limit"`
 	LogLevel                 string `yaml:"log_level"`
+
+	// FederationAddr is the listen address of the federation API (HTTPS), or FederationOff.
+	// Empty, as in a Config built in code rather than loaded, also means off.
+	FederationAddr string `yaml:"federation_addr"`
+	// TLSCert and TLSKey are PEM files with the federation listener's certificate chain and
+	// its key.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// TLSCACert and TLSCAKey are the PEM certificate and key of a CA from which a certificate
+	// for the server name's host is issued at every start, instead of TLSCert/TLSKey.
+	TLSCACert string `yaml:"tls_ca_cert"`
+	TLSCAKey  string `yaml:"tls_ca_key"`
+	// TrustedCA is a PEM file of CAs trusted for outbound federation TLS besides the system
+	// roots.
+	TrustedCA string `yaml:"trusted_ca"`
+	// WellKnownServer is the delegated server name served at /.well-known/matrix/server;
+	// empty serves nothing there.
+	WellKnownServer string `yaml:"well_known_server"`
+	// ComplementCADir is where the conformance suite (Complement) mounts its CA; see
+	// applyComplementCA.
+	ComplementCADir string `yaml:"complement_ca_dir"`
 }
 
-// setting ties one field to its environment variable and default.
+// FederationOff as EGGS_FEDERATION_ADDR runs no federation listener.
+// NOTSPEC: a convenience for clients-only set-ups (make run, client tests); a server that
+// federates must serve the federation API.
+const FederationOff = "off"
+
+// setting ties one field to its environment variable and default. When neither the
+// environment nor the file sets it, the variable alias (if any) is read before the default.
 type setting struct {
 	env      string
 	field    func(*Config) *string
 	fallback string
+	alias    string
 }
 
 var settings = []setting{
-	{"EGGS_SERVER_NAME", func(c *Config) *string { return &c.ServerName }, "localhost:8008"},
-	{"EGGS_CLIENT_ADDR", func(c *Config) *string { return &c.ClientAddr }, ":8008"},
-	{"EGGS_DATA_DIR", func(c *Config) *string { return &c.DataDir }, "./eggs-data"},
-	{"EGGS_DATABASE_URL", func(c *Config) *string { return &c.DatabaseURL }, ""},
-	{"EGGS_REGISTRATION", func(c *Config) *string { return &c.Registration }, RegistrationClosed},
-	{"EGGS_REGISTRATION_SHARED_SECRET", func(c *Config) *string { return &c.RegistrationSharedSecret }, ""},
-	{"EGGS_RATE_LIMIT", func(c *Config) *string { return &c.RateLimit }, "on"},
-	{"EGGS_LOG_LEVEL", func(c *Config) *string { return &c.LogLevel }, "info"},
+	// NOTSPEC (Complement): the conformance suite passes the server name as SERVER_NAME. It
+	// is only a fallback, so that a stray SERVER_NAME (CGI sets one) never overrides a file.
+	{"EGGS_SERVER_NAME", func(c *Config) *string { return &c.ServerName }, "localhost:8008", "SERVER_NAME"},
+	{"EGGS_CLIENT_ADDR", func(c *Config) *string { return &c.ClientAddr }, ":8008", ""},
+	{"EGGS_DATA_DIR", func(c *Config) *string { return &c.DataDir }, "./eggs-data", ""},
+	{"EGGS_DATABASE_URL", func(c *Config) *string { return &c.DatabaseURL }, "", ""},
+	{"EGGS_REGISTRATION", func(c *Config) *string { return &c.Registration }, RegistrationClosed, ""},
+	{"EGGS_REGISTRATION_SHARED_SECRET", func(c *Config) *string { return &c.RegistrationSharedSecret }, "", ""},
+	{"EGGS_RATE_LIMIT", func(c *Config) *string { return &c.RateLimit }, "on", ""},
+	{"EGGS_LOG_LEVEL", func(c *Config) *string { return &c.LogLevel }, "info", ""},
+	{"EGGS_FEDERATION_ADDR", func(c *Config) *string { return &c.FederationAddr }, ":8448", ""},
+	{"EGGS_TLS_CERT", func(c *Config) *string { return &c.TLSCert }, "", ""},
+	{"EGGS_TLS_KEY", func(c *Config) *string { return &c.TLSKey }, "", ""},
+	{"EGGS_TLS_CA_CERT", func(c *Config) *string { return &c.TLSCACert }, "", ""},
+	{"EGGS_TLS_CA_KEY", func(c *Config) *string { return &c.TLSCAKey }, "", ""},
+	{"EGGS_TRUSTED_CA", func(c *Config) *string { return &c.TrustedCA }, "", ""},
+	{"EGGS_WELL_KNOWN_SERVER", func(c *Config) *string { return &c.WellKnownServer }, "", ""},
+	{"EGGS_COMPLEMENT_CA_DIR", func(c *Config) *string { return &c.ComplementCADir }, "/complement/ca", ""},
 }
 
 // Load reads the YAML file at path (if path is not empty), then the environment, then fills
@@ -74,10 +113,14 @@ func Load(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
 		if v, ok := lookupEnv(s.env); ok {
 			*s.field(cfg) = v
 		}
+		if *s.field(cfg) == "" && s.alias != "" {
+			*s.field(cfg), _ = lookupEnv(s.alias)
+		}
 		if *s.field(cfg) == "" {
 			*s.field(cfg) = s.fallback
 		}
 	}
+	cfg.applyComplementCA()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -109,7 +152,68 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("EGGS_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
+	if c.FederationAddr != FederationOff {
+		if _, _, err := net.SplitHostPort(c.FederationAddr); err != nil {
+			return fmt.Errorf("EGGS_FEDERATION_ADDR %q: want host:port, :port or %s", c.FederationAddr, FederationOff)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("EGGS_TLS_CERT and EGGS_TLS_KEY: set both (certificate and key files) or neither")
+	}
+	if (c.TLSCACert == "") != (c.TLSCAKey == "") {
+		return errors.New("EGGS_TLS_CA_CERT and EGGS_TLS_CA_KEY: set both (CA certificate and key files) or neither")
+	}
+	if c.TLSCert != "" && c.TLSCACert != "" {
+		return errors.New("EGGS_TLS_CERT/EGGS_TLS_KEY and EGGS_TLS_CA_CERT/EGGS_TLS_CA_KEY: set one pair, not both")
+	}
+	if c.WellKnownServer != "" {
+		if _, err := spec.ParseServerName(c.WellKnownServer); err != nil {
+			return fmt.Errorf("EGGS_WELL_KNOWN_SERVER %q: want a server name (host or host:port): %w", c.WellKnownServer, err)
+		}
+	}
 	return nil
+}
+
+// applyComplementCA follows the contract of the Matrix conformance suite (Complement): when
+// no certificate is configured and ComplementCADir holds ca.crt and ca.key, the federation
+// certificate is issued from that CA and the CA is trusted for outbound requests.
+// NOTSPEC: Complement's convention, not the spec's.
+func (c *Config) applyComplementCA() {
+	if c.TLSCert != "" || c.TLSKey != "" || c.TLSCACert != "" || c.TLSCAKey != "" || c.ComplementCADir == "" {
+		return
+	}
+	certFile := filepath.Join(c.ComplementCADir, "ca.crt")
+	keyFile := filepath.Join(c.ComplementCADir, "ca.key")
+	if !isFile(certFile) || !isFile(keyFile) {
+		return
+	}
+	c.TLSCACert, c.TLSCAKey = certFile, keyFile
+	if c.TrustedCA == "" {
+		c.TrustedCA = certFile
+	}
+}
+
+func isFile(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.Mode().IsRegular()
+}
+
+// FederationEnabled reports whether the federation listener runs.
+func (c *Config) FederationEnabled() bool {
+	return c.FederationAddr != "" && c.FederationAddr != FederationOff
+}
+
+// CheckFederationTLS is the start-up check of the federation listener: when it is on, a
+// certificate must come from somewhere, and the error says which settings give one. (Load
+// does not check this, so that admin commands work whatever the listener's settings.)
+func (c *Config) CheckFederationTLS() error {
+	if !c.FederationEnabled() || c.TLSCert != "" || c.TLSCACert != "" {
+		return nil
+	}
+	return fmt.Errorf("EGGS_FEDERATION_ADDR %s: the federation listener needs a TLS certificate: "+
+		"set EGGS_TLS_CERT and EGGS_TLS_KEY (PEM files), or EGGS_TLS_CA_CERT and EGGS_TLS_CA_KEY "+
+		"to issue one for the server name %s at start-up, or set EGGS_FEDERATION_ADDR=%s for a server that does not federate",
+		c.FederationAddr, c.ServerName, FederationOff)
 }
 
 // RateLimited reports whether rate limits are on.

@@ -92,6 +92,7 @@ func TestAcknowledgedEventsSurviveSIGKILL(t *testing.T) {
 			env := []string{
 				"EGGS_SERVER_NAME=localhost:" + addr[len("127.0.0.1:"):], "EGGS_CLIENT_ADDR=" + addr,
 				"EGGS_DATA_DIR=" + t.TempDir(), "EGGS_REGISTRATION=open", "EGGS_RATE_LIMIT=off", "EGGS_LOG_LEVEL=error",
+				"EGGS_FEDERATION_ADDR=off", // clients-only: no TLS certificate needed
 			}
 			if engine == "postgres" {
 				env = append(env, "EGGS_DATABASE_URL="+storagetest.PostgresURL(t))

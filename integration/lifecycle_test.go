@@ -24,6 +24,7 @@ func TestSIGTERMAndAdminCLI(t *testing.T) {
 	env := []string{
 		"EGGS_SERVER_NAME=" + serverName, "EGGS_CLIENT_ADDR=" + addr, "EGGS_DATA_DIR=" + t.TempDir(),
 		"EGGS_REGISTRATION=open", "EGGS_RATE_LIMIT=off", "EGGS_LOG_LEVEL=error",
+		"EGGS_FEDERATION_ADDR=off", // clients-only: no TLS certificate needed
 	}
 	proc := startProcess(t, env, addr)
 	ctx := context.Background()
@@ -102,6 +103,7 @@ func TestRegistrationTokenFromCLI(t *testing.T) {
 	env := []string{
 		"EGGS_SERVER_NAME=localhost:" + addr[strings.LastIndexByte(addr, ':')+1:], "EGGS_CLIENT_ADDR=" + addr,
 		"EGGS_DATA_DIR=" + t.TempDir(), "EGGS_REGISTRATION=token", "EGGS_RATE_LIMIT=off", "EGGS_LOG_LEVEL=error",
+		"EGGS_FEDERATION_ADDR=off", // clients-only: no TLS certificate needed
 	}
 	bin, err := buildEggs()
 	if err != nil {

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -93,15 +92,15 @@ func serve(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv, err := server.New(ctx, cfg, log)
+	srv, err := server.New(ctx, cfg, log, server.WithVersion(version))
 	if err != nil {
 		return err
 	}
-	listener, err := net.Listen("tcp", cfg.ClientAddr)
+	client, federation, err := server.Listen(cfg)
 	if err != nil {
-		return fmt.Errorf("EGGS_CLIENT_ADDR %s: %w", cfg.ClientAddr, err)
+		return err
 	}
-	return srv.Serve(ctx, listener)
+	return srv.Serve(ctx, client, federation)
 }
 
 func createUser(args []string, stdin io.Reader, stdout io.Writer) error {

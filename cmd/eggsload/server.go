@@ -69,6 +69,7 @@ func startServer(ctx context.Context, binary, dataDir, databaseURL string) (*ser
 		"EGGS_RATE_LIMIT=off",
 		"EGGS_REGISTRATION=open",
 		"EGGS_CLIENT_ADDR="+addr,
+		"EGGS_FEDERATION_ADDR=off", // the load is client traffic only
 		"EGGS_SERVER_NAME=localhost:"+strconv.Itoa(port),
 		"EGGS_LOG_LEVEL=warn",
 	)
