@@ -39,7 +39,19 @@ type API struct {
 	pushFactsCache *boundedMap[int64, *pushFacts]
 	tokens         *boundedMap[string, cachedDevice]
 	tokenGen       atomic.Int64
+
+	remote RemoteRooms
 }
+
+// RemoteRooms reaches rooms that live on other servers (the federation API).
+type RemoteRooms interface {
+	// JoinRemote joins userID to roomID through one of servers; content is the join's.
+	JoinRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) error
+}
+
+// SetRemoteRooms connects the federation API; without it, rooms this server does not know
+// cannot be joined. Call it before the server takes requests.
+func (a *API) SetRemoteRooms(r RemoteRooms) { a.remote = r }
 
 // New makes the API. clock is time.Now outside tests.
 func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog.Logger, clock func() time.Time) (*API, error) {

@@ -97,8 +97,9 @@ func readMembershipRequest(r *http.Request, needTarget bool) (*membershipRequest
 	return &req, nil
 }
 
-// join joins roomID, answering {room_id}.
-func (a *API) join(w http.ResponseWriter, r *http.Request, d *Device, roomID string) error {
+// join joins roomID, answering {room_id}. servers are those to try when the room lives
+// only on other servers.
+func (a *API) join(w http.ResponseWriter, r *http.Request, d *Device, roomID string, servers []string) error {
 	req, err := readMembershipRequest(r, false)
 	if err != nil {
 		return err
@@ -112,7 +113,7 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, d *Device, roomID str
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 		return nil
 	} else if errors.Is(err, rooms.ErrRoomNotFound) {
-		return httpapi.NotFound("No known servers to join %s through", roomID)
+		return a.joinRemote(w, r, d, roomID, req.Reason, servers)
 	} else if err != nil {
 		return err
 	}
@@ -125,7 +126,7 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, d *Device, roomID str
 
 // POST /rooms/{roomId}/join
 func (a *API) joinRoomByID(w http.ResponseWriter, r *http.Request, d *Device) error {
-	return a.join(w, r, d, pathParam(r, "roomId"))
+	return a.join(w, r, d, pathParam(r, "roomId"), joinServers(r, pathParam(r, "roomId")))
 }
 
 // POST /join/{roomIdOrAlias}
@@ -144,7 +145,42 @@ func (a *API) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, d *Dev
 		}
 		target = roomID
 	}
-	return a.join(w, r, d, target)
+	return a.join(w, r, d, target, joinServers(r, target))
+}
+
+// joinServers are the servers to join a room through: the request's "via" (and deprecated
+// "server_name") parameters, then the server of the room ID when it has one (not in room
+// version 12).
+func joinServers(r *http.Request, roomID string) []string {
+	q := r.URL.Query()
+	servers := append(append([]string{}, q["via"]...), q["server_name"]...)
+	if parsed, err := spec.ParseRoomID(roomID); err == nil && parsed.HasDomain() {
+		servers = append(servers, parsed.Server())
+	}
+	return servers
+}
+
+// joinRemote joins a room this server does not have, over federation.
+func (a *API) joinRemote(w http.ResponseWriter, r *http.Request, d *Device, roomID, reason string, servers []string) error {
+	if a.remote == nil || len(servers) == 0 {
+		return httpapi.NotFound("No known servers to join %s through", roomID)
+	}
+	if err := rateLimit(a.limiters.Send, d.UserID); err != nil {
+		return err
+	}
+	content, err := a.profileContent(r, d.UserID)
+	if err != nil {
+		return err
+	}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	if err := a.remote.JoinRemote(r.Context(), roomID, d.UserID, servers, content); err != nil {
+		a.log.Info("remote join failed", "room_id", roomID, "user_id", d.UserID, "err", err)
+		return httpapi.NewError(http.StatusBadGateway, "M_UNKNOWN", "Could not join %s through any of %v", roomID, servers)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+	return nil
 }
 
 // POST /rooms/{roomId}/invite

@@ -157,7 +157,9 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, d *Device) error {
 	if err != nil {
 		return err
 	}
-	if timeout > 0 && resp.empty() && !fullState {
+	// NOTSPEC: like Synapse, an initial sync (no since) answers at once even when empty: the
+	// client needs its first token to start long-polling.
+	if timeout > 0 && resp.empty() && !fullState && q.Get("since") != "" {
 		waitCtx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		from := current

@@ -2,7 +2,6 @@ package federation
 
 import (
 	"net/http"
-	"runtime/debug"
 
 	"github.com/go-chi/chi/v5"
 
@@ -19,7 +18,8 @@ const ServerSoftware = "Scrambled Eggs"
 //	GET  /_matrix/key/v2/server/{keyId}         the same, deprecated form
 //	GET  /_matrix/key/v2/query/{serverName}     notary (§"Querying Keys Through Another Server")
 //	POST /_matrix/key/v2/query                  notary, batch form
-//	GET  /_matrix/federation/v1/version         implementation name and version (version.yaml)
+//
+// GET /_matrix/federation/v1/version is the server package's: only it knows the build.
 func Routes(r chi.Router, keys *ServerKeys, ring *KeyRing) {
 	h := func(fn httpapi.Handler) http.HandlerFunc { return fn.ServeHTTP }
 	n := &notary{keys: keys, ring: ring}
@@ -27,22 +27,6 @@ func Routes(r chi.Router, keys *ServerKeys, ring *KeyRing) {
 	r.Get("/_matrix/key/v2/server/{keyID}", h(keys.serveKeys))
 	r.Get("/_matrix/key/v2/query/{serverName}", h(n.queryOne))
 	r.Post("/_matrix/key/v2/query", h(n.queryMany))
-	r.Get("/_matrix/federation/v1/version", serveVersion)
-}
-
-// serveVersion answers GET /_matrix/federation/v1/version.
-func serveVersion(w http.ResponseWriter, _ *http.Request) {
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
-		"server": map[string]string{"name": ServerSoftware, "version": softwareVersion()},
-	})
-}
-
-// softwareVersion is the module version the binary was built from, or "dev".
-func softwareVersion() string {
-	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
-		return info.Main.Version
-	}
-	return "dev"
 }
 
 // validServerName reports whether name is a valid server name.

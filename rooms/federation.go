@@ -138,3 +138,22 @@ func (s *Server) AuthChain(ctx context.Context, events []*Event) ([]*Event, erro
 	}
 	return chain, nil
 }
+
+// CheckWouldPass reports whether an event of sender would pass the auth rules against the
+// room's current state now (make_join and make_leave refuse early when it would not).
+func (s *Server) CheckWouldPass(ctx context.Context, roomID, sender, evType string, stateKey *string, content json.RawMessage) error {
+	r, err := s.loadRoom(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	state := stateView{base: r.state, overlay: map[spec.StateTuple]*spec.Event{}}
+	prev := make([]*spec.Event, 0, len(r.extremities))
+	for _, e := range r.extremities {
+		prev = append(prev, e.Event)
+	}
+	// Built and signed by us, never stored: the auth rules look at its fields only.
+	_, err = s.build(r, EventRequest{Sender: sender, Type: evType, StateKey: stateKey, Content: content}, state, prev)
+	return err
+}

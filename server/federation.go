@@ -25,6 +25,30 @@ func mountFederation(ctx context.Context, s *Server) error {
 	}
 	ring := federation.NewKeyRing(federation.KeyRingConfig{DB: s.db, Client: client, Own: own})
 	federation.Routes(s.federationRouter, own, ring)
+
+	// The authenticated API: inbound transactions and membership; outbound, the queue of
+	// what other servers in our rooms must receive. With the federation listener off there
+	// is no one to talk to.
+	if s.cfg.FederationEnabled() {
+		keyLookup := ring.KeyLookup(context.WithoutCancel(ctx))
+		api := &federation.API{
+			ServerName: s.identity.ServerName, DB: s.db, Rooms: s.rooms, Keys: ring, Client: client,
+			Inbound: federation.NewInbound(s.db, s.rooms, keyLookup, time.Now, s.log),
+			Sender:  federation.NewSender(s.db, s.identity.ServerName, client, time.Now, s.log),
+			Log:     s.log, Clock: time.Now,
+		}
+		api.Routes(s.federationRouter)
+		s.rooms.SetOutbound(api.Sender)
+		s.clientAPI.SetRemoteRooms(api)
+		s.Background(func(ctx context.Context) {
+			if err := api.Sender.Start(ctx); err != nil {
+				s.log.Error("federation sender", "err", err)
+				return
+			}
+			<-ctx.Done()
+			api.Sender.Wait()
+		})
+	}
 	if err := federation.MountWellKnown(s.clientRouter, s.cfg.WellKnownServer); err != nil {
 		return fmt.Errorf("EGGS_WELL_KNOWN_SERVER %q: %w", s.cfg.WellKnownServer, err)
 	}

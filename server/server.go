@@ -50,6 +50,7 @@ type Server struct {
 
 	clientRouter     chi.Router
 	federationRouter chi.Router
+	clientAPI        *clientapi.API
 	// federationTLS is nil when the federation listener is off.
 	federationTLS *tls.Config
 	trustPool     *x509.CertPool
@@ -138,6 +139,7 @@ func (s *Server) build(ctx context.Context, components []Component) error {
 	if err != nil {
 		return err
 	}
+	s.clientAPI = api
 	s.clientRouter = newRouter()
 	s.clientRouter.Use(httpapi.CORS)
 	api.Routes(s.clientRouter)
