@@ -154,6 +154,10 @@ func (a *API) sendJoin(r *http.Request, origin string) (*sendJoinResponse, error
 	if join.Status != storage.EventAccepted {
 		return nil, httpapi.Forbidden("The join does not pass the checks against the room's current state")
 	}
+	// The other servers of the room learn of the join from us, its only recipient.
+	if err := a.Rooms.Forward(ctx, join, origin); err != nil {
+		a.Log.Warn("federation: forward a join", "event_id", join.EventID(), "err", err)
+	}
 	state, err := a.Rooms.StateBefore(ctx, join)
 	if err != nil {
 		return nil, err

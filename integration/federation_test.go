@@ -18,57 +18,52 @@ import (
 // first (make_join/send_join), and the two talk: each message crosses in a federation
 // transaction and arrives in the other's /sync.
 func TestFederatedConversation(t *testing.T) {
-	for _, engine := range []struct {
-		name   string
-		engine storage.Engine
-	}{{"sqlite", storage.SQLite}, {"postgres", storage.Postgres}} {
-		t.Run(engine.name, func(t *testing.T) {
-			ctx := context.Background()
-			start := time.Now()
-			step := func(what string) { t.Logf("%6.0f ms  %s", float64(time.Since(start).Microseconds())/1000, what) }
-			ca := testserver.NewCA(t)
-			hs1 := testserver.StartFederated(t, engine.engine, ca)
-			hs2 := testserver.StartFederated(t, engine.engine, ca)
-			alice := hs1.Register(t, "alice")
-			bob := hs2.Register(t, "bob")
+	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
+		ctx := context.Background()
+		start := time.Now()
+		step := func(what string) { t.Logf("%6.0f ms  %s", float64(time.Since(start).Microseconds())/1000, what) }
+		ca := testserver.NewCA(t)
+		hs1 := testserver.StartFederated(t, engine, ca)
+		hs2 := testserver.StartFederated(t, engine, ca)
+		alice := hs1.Register(t, "alice")
+		bob := hs2.Register(t, "bob")
 
-			room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Across"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			step("servers up")
-			bobSince := syncUntil(t, bob, "", func(*mautrix.RespSync) bool { return true })
-			step("bob synced")
-			if _, err := bob.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
-				t.Fatalf("bob joins through %s: %v", hs1.ServerName, err)
-			}
-			step("bob joined")
-			aliceSince := syncUntil(t, alice, "", func(resp *mautrix.RespSync) bool {
-				return memberJoined(resp, room.RoomID, bob.UserID)
-			})
-			step("alice saw the join")
-
-			if _, err := alice.SendText(ctx, room.RoomID, "hello from hs1"); err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			syncUntil(t, bob, bobSince, func(resp *mautrix.RespSync) bool {
-				got = append(got, timelineBodies(resp, room.RoomID)...)
-				return len(got) > 0 && got[len(got)-1] == "hello from hs1"
-			})
-
-			step("bob got alice's message")
-			if _, err := bob.SendText(ctx, room.RoomID, "hello from hs2"); err != nil {
-				t.Fatal(err)
-			}
-			got = nil
-			syncUntil(t, alice, aliceSince, func(resp *mautrix.RespSync) bool {
-				got = append(got, timelineBodies(resp, room.RoomID)...)
-				return len(got) > 0 && got[len(got)-1] == "hello from hs2"
-			})
-			step("alice got bob's message")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Across"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		step("servers up")
+		bobSince := syncUntil(t, bob, "", func(*mautrix.RespSync) bool { return true })
+		step("bob synced")
+		if _, err := bob.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
+			t.Fatalf("bob joins through %s: %v", hs1.ServerName, err)
+		}
+		step("bob joined")
+		aliceSince := syncUntil(t, alice, "", func(resp *mautrix.RespSync) bool {
+			return memberJoined(resp, room.RoomID, bob.UserID)
 		})
-	}
+		step("alice saw the join")
+
+		if _, err := alice.SendText(ctx, room.RoomID, "hello from hs1"); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		syncUntil(t, bob, bobSince, func(resp *mautrix.RespSync) bool {
+			got = append(got, timelineBodies(resp, room.RoomID)...)
+			return len(got) > 0 && got[len(got)-1] == "hello from hs1"
+		})
+
+		step("bob got alice's message")
+		if _, err := bob.SendText(ctx, room.RoomID, "hello from hs2"); err != nil {
+			t.Fatal(err)
+		}
+		got = nil
+		syncUntil(t, alice, aliceSince, func(resp *mautrix.RespSync) bool {
+			got = append(got, timelineBodies(resp, room.RoomID)...)
+			return len(got) > 0 && got[len(got)-1] == "hello from hs2"
+		})
+		step("alice got bob's message")
+	})
 }
 
 // memberJoined reports whether a sync response shows user joined to room.
@@ -85,4 +80,39 @@ func memberJoined(resp *mautrix.RespSync, roomID id.RoomID, user id.UserID) bool
 		}
 	}
 	return false
+}
+
+// TestThreeServers: a room on hs1 joined from hs2 and then hs3. hs2 learns of hs3's join
+// from hs1 (the only server that received it), and every message reaches every server.
+func TestThreeServers(t *testing.T) {
+	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
+		ctx := context.Background()
+		ca := testserver.NewCA(t)
+		hs1 := testserver.StartFederated(t, engine, ca)
+		hs2 := testserver.StartFederated(t, engine, ca)
+		hs3 := testserver.StartFederated(t, engine, ca)
+		alice, bob, carol := hs1.Register(t, "alice"), hs2.Register(t, "bob"), hs3.Register(t, "carol")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bobSince := syncUntil(t, bob, "", func(*mautrix.RespSync) bool { return true })
+		if _, err := bob.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := carol.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
+			t.Fatal(err)
+		}
+		bobSince = syncUntil(t, bob, bobSince, func(resp *mautrix.RespSync) bool {
+			return memberJoined(resp, room.RoomID, carol.UserID)
+		})
+		if _, err := carol.SendText(ctx, room.RoomID, "hello from hs3"); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		syncUntil(t, bob, bobSince, func(resp *mautrix.RespSync) bool {
+			got = append(got, timelineBodies(resp, room.RoomID)...)
+			return len(got) > 0 && got[len(got)-1] == "hello from hs3"
+		})
+	})
 }

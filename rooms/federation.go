@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
@@ -156,4 +157,32 @@ func (s *Server) CheckWouldPass(ctx context.Context, roomID, sender, evType stri
 	// Built and signed by us, never stored: the auth rules look at its fields only.
 	_, err = s.build(r, EventRequest{Sender: sender, Type: evType, StateKey: stateKey, Content: content}, state, prev)
 	return err
+}
+
+// Forward queues an event that reached us from one server for the other servers of its room
+// (a join accepted through send_join, say, which only its resident server received), leaving
+// out the servers in except.
+func (s *Server) Forward(ctx context.Context, e *Event, except ...string) error {
+	if s.outbound == nil {
+		return nil
+	}
+	r, err := s.loadRoom(ctx, e.RoomID())
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	dests := s.destinations(r, e)
+	r.mu.Unlock()
+	dests = slices.DeleteFunc(dests, func(d string) bool { return slices.Contains(except, d) })
+	if len(dests) == 0 {
+		return nil
+	}
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		return s.outbound.QueuePDU(ctx, tx, dests, e.NID)
+	})
+	if err != nil {
+		return fmt.Errorf("queue %s for federation: %w", e.EventID(), err)
+	}
+	s.outbound.Notify(dests...)
+	return nil
 }

@@ -274,15 +274,22 @@ func IsMatrixError(err error, errcode string) bool {
 	return false
 }
 
-// Each runs fn as two subtests, "sqlite" and "postgres", each with a fresh server of its
-// own on that engine (the PostgreSQL half is skipped, saying so, when no PostgreSQL is
-// reachable outside CI).
-func Each(t *testing.T, fn func(t *testing.T, srv *Server), opts ...Option) {
+// EachEngine runs fn as two subtests, "sqlite" and "postgres", for tests that start their
+// own servers (the PostgreSQL half is skipped, saying so, when no PostgreSQL is reachable
+// outside CI: Start and StartFederated skip it).
+func EachEngine(t *testing.T, fn func(t *testing.T, engine storage.Engine)) {
 	t.Helper()
 	for _, engine := range []struct {
 		name   string
 		engine storage.Engine
 	}{{"sqlite", storage.SQLite}, {"postgres", storage.Postgres}} {
-		t.Run(engine.name, func(t *testing.T) { fn(t, Start(t, engine.engine, opts...)) })
+		t.Run(engine.name, func(t *testing.T) { fn(t, engine.engine) })
 	}
+}
+
+// Each runs fn as two subtests, "sqlite" and "postgres", each with a fresh server of its
+// own on that engine.
+func Each(t *testing.T, fn func(t *testing.T, srv *Server), opts ...Option) {
+	t.Helper()
+	EachEngine(t, func(t *testing.T, engine storage.Engine) { fn(t, Start(t, engine, opts...)) })
 }
