@@ -312,14 +312,14 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, d *Device) 
 		return err
 	}
 	logout := req.LogoutDevices == nil || *req.LogoutDevices
-	err = a.db.WithTx(r.Context(), func(tx *storage.Tx) error {
+	err = a.changeDeviceList(r.Context(), d.UserID, func(tx *storage.Tx, _ int64) (bool, error) {
 		if err := storage.SetPasswordHash(r.Context(), tx, d.UserID, hash); err != nil {
-			return err
+			return false, err
 		}
 		if logout {
-			return storage.DeleteOtherDevices(r.Context(), tx, d.UserID, d.DeviceID)
+			return true, deleteOtherDevicesE2E(r.Context(), tx, d.UserID, d.DeviceID)
 		}
-		return nil
+		return false, nil
 	})
 	a.forgetTokens()
 	if err != nil {
@@ -355,8 +355,12 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request, d *Device) erro
 	if err != nil || !proceed {
 		return err
 	}
-	if err := a.db.WithTx(r.Context(), func(tx *storage.Tx) error {
-		return storage.DeactivateUser(r.Context(), tx, d.UserID, req.Erase)
+	if err := a.changeDeviceList(r.Context(), d.UserID, func(tx *storage.Tx, _ int64) (bool, error) {
+		// The devices' keys and pending to-device messages go with the devices.
+		if err := deleteOtherDevicesE2E(r.Context(), tx, d.UserID, ""); err != nil {
+			return false, err
+		}
+		return true, storage.DeactivateUser(r.Context(), tx, d.UserID, req.Erase)
 	}); err != nil {
 		a.forgetTokens()
 		return err

@@ -7,6 +7,7 @@ package clientapi
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -39,6 +40,11 @@ type API struct {
 	pushFactsCache *boundedMap[int64, *pushFacts]
 	tokens         *boundedMap[string, cachedDevice]
 	tokenGen       atomic.Int64
+	// toDeviceAcked is, per device inbox, the since token up to which its to-device
+	// messages were last deleted; oneTimeKeyCounts caches what /sync reports of a device's
+	// one-time and fallback keys.
+	toDeviceAcked    *boundedMap[string, int64]
+	oneTimeKeyCounts *boundedMap[string, oneTimeKeyEntry]
 
 	remote RemoteRooms
 }
@@ -47,11 +53,39 @@ type API struct {
 type RemoteRooms interface {
 	// JoinRemote joins userID to roomID through one of servers; content is the join's.
 	JoinRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) error
+	// InviteRemote invites invitee, a user of another server, to roomID on behalf of
+	// inviter; content is the invite's. Errors other than the room server's mean that the
+	// invitee's server did not co-sign the invite.
+	InviteRemote(ctx context.Context, roomID, inviter, invitee string, content map[string]any) error
+	// LeaveRemote makes userID leave roomID, a room this server is not part of (rejecting
+	// an invite, retracting a knock), through one of servers; content is the leave's.
+	LeaveRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) error
+	// KnockRemote knocks on roomID, a room this server is not part of, for userID through
+	// one of servers; content is the knock's.
+	KnockRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) error
+	// QueryDirectory resolves a room alias of another server.
+	QueryDirectory(ctx context.Context, alias string) (roomID string, servers []string, err error)
+	// QueryProfile reads the profile (one field of it when field is set) of another server's
+	// user.
+	QueryProfile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
+	// PublicRooms reads another server's published room directory; request is the body of
+	// POST /publicRooms.
+	PublicRooms(ctx context.Context, server string, request json.RawMessage) (json.RawMessage, error)
+	// SpaceHierarchy reads a space and its children from another server.
+	SpaceHierarchy(ctx context.Context, server, roomID string, suggestedOnly bool) (json.RawMessage, error)
+	// SendTyping and SendReceipt tell the other servers of a room about our users' typing
+	// and public read receipts.
+	SendTyping(ctx context.Context, roomID, userID string, typing bool) error
+	SendReceipt(ctx context.Context, roomID, userID, threadID, eventID string, ts int64) error
 }
 
 // SetRemoteRooms connects the federation API; without it, rooms this server does not know
-// cannot be joined. Call it before the server takes requests.
-func (a *API) SetRemoteRooms(r RemoteRooms) { a.remote = r }
+// cannot be joined, and nothing our users do reaches other servers. Call it before the
+// server takes requests.
+func (a *API) SetRemoteRooms(r RemoteRooms) {
+	a.remote = r
+	a.typing.expired = a.federateTypingExpiry
+}
 
 // New makes the API. clock is time.Now outside tests.
 func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog.Logger, clock func() time.Time) (*API, error) {
@@ -72,6 +106,8 @@ func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog
 	a.memberships = newBoundedMap[string, membershipEntry](maxMembershipEntries)
 	a.pushFactsCache = newBoundedMap[int64, *pushFacts](maxPushFactsEntries)
 	a.tokens = newBoundedMap[string, cachedDevice](maxCachedTokens)
+	a.toDeviceAcked = newBoundedMap[string, int64](maxCachedInboxes)
+	a.oneTimeKeyCounts = newBoundedMap[string, oneTimeKeyEntry](maxCachedInboxes)
 	return a, nil
 }
 
@@ -88,13 +124,18 @@ func (a *API) Routes(r chi.Router) {
 	r.Get("/.well-known/matrix/client", h(a.wellKnownClient).ServeHTTP)
 	r.Route("/_matrix/client", func(r chi.Router) {
 		r.Get("/versions", h(a.versions).ServeHTTP)
+		r.Route("/v1", func(r chi.Router) { a.clientV1Routes(r, authed) })
 		for _, prefix := range []string{"/v3", "/r0"} {
 			r.Route(prefix, func(r chi.Router) {
 				a.accountRoutes(r, h, authed)
 				a.roomRoutes(r, h, authed)
 				a.syncRoutes(r, h, authed)
+				a.keysRoutes(r, authed)
 			})
 		}
+		r.Route("/unstable/org.matrix.msc3814.v1", func(r chi.Router) {
+			a.dehydratedRoutes(r, authed)
+		})
 	})
 	r.Route("/_synapse/admin/v1", func(r chi.Router) {
 		r.Get("/register", h(a.sharedSecretNonce).ServeHTTP)

@@ -134,7 +134,7 @@ func (a *API) removeDevices(w http.ResponseWriter, r *http.Request, d *Device, a
 	if err != nil || !proceed {
 		return err
 	}
-	err = storage.DeleteDevices(r.Context(), a.db, d.UserID, sorted)
+	err = a.removeDevicesAnnounced(r.Context(), d.UserID, sorted)
 	a.forgetTokens()
 	if err != nil {
 		return err

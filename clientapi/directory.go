@@ -31,6 +31,7 @@ func (a *API) directoryRoutes(r chi.Router, h func(httpapi.Handler) http.Handler
 	r.Method(http.MethodGet, "/publicRooms", h(a.getPublicRooms))
 	r.Method(http.MethodPost, "/publicRooms", authed(a.queryPublicRooms))
 	a.userDirectoryRoutes(r, authed)
+	a.openIDRoutes(r, authed)
 }
 
 // localAlias parses the {roomAlias} path parameter and requires it to be on this server:
@@ -137,24 +138,41 @@ func (a *API) getRoomAlias(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return httpapi.InvalidParam("Room alias invalid")
 	}
-	if parsed.Server() != a.cfg.ServerName {
-		// NOTSPEC: remote aliases are resolved over federation, which this server does not
-		// speak yet; until then they are unknown here.
-		return httpapi.NotFound("Room alias %s not found", alias)
-	}
-	roomID, err := storage.LookupAlias(r.Context(), a.db, alias)
-	if err != nil {
-		return err
-	}
-	if roomID == "" {
-		return httpapi.NotFound("Room alias %s not found", alias)
-	}
-	servers, err := a.residentServers(r.Context(), roomID)
+	roomID, servers, err := a.resolveAlias(r.Context(), alias, parsed.Server())
 	if err != nil {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": servers})
 	return nil
+}
+
+// resolveAlias finds the room an alias points to and servers to join it through: ours from
+// the database, other servers' by asking them (server-server API GET /query/directory).
+// 404 M_NOT_FOUND when the alias does not exist.
+func (a *API) resolveAlias(ctx context.Context, alias, aliasServer string) (string, []string, error) {
+	if aliasServer != a.cfg.ServerName {
+		if a.remote == nil {
+			return "", nil, httpapi.NotFound("Room alias %s not found", alias)
+		}
+		roomID, servers, err := a.remote.QueryDirectory(ctx, alias)
+		if err != nil {
+			a.log.Info("remote alias lookup", "alias", alias, "err", err)
+			return "", nil, federationFailure(err, "Cannot resolve %s", alias)
+		}
+		return roomID, servers, nil
+	}
+	roomID, err := storage.LookupAlias(ctx, a.db, alias)
+	if err != nil {
+		return "", nil, err
+	}
+	if roomID == "" {
+		return "", nil, httpapi.NotFound("Room alias %s not found", alias)
+	}
+	servers, err := a.residentServers(ctx, roomID)
+	if err != nil {
+		return "", nil, err
+	}
+	return roomID, servers, nil
 }
 
 // residentServers lists the servers with joined members in the room, this one first, for the
@@ -357,14 +375,14 @@ func (a *API) setDirectoryVisibility(w http.ResponseWriter, r *http.Request, d *
 // publicRoomsRequest is the body of POST /publicRooms (GET takes limit and since as query
 // parameters).
 type publicRoomsRequest struct {
-	Limit  *int   `json:"limit"`
-	Since  string `json:"since"`
+	Limit  *int   `json:"limit,omitempty"`
+	Since  string `json:"since,omitempty"`
 	Filter *struct {
-		GenericSearchTerm string    `json:"generic_search_term"`
-		RoomTypes         []*string `json:"room_types"`
-	} `json:"filter"`
-	IncludeAllNetworks   bool   `json:"include_all_networks"`
-	ThirdPartyInstanceID string `json:"third_party_instance_id"`
+		GenericSearchTerm string    `json:"generic_search_term,omitempty"`
+		RoomTypes         []*string `json:"room_types,omitempty"`
+	} `json:"filter,omitempty"`
+	IncludeAllNetworks   bool   `json:"include_all_networks,omitempty"`
+	ThirdPartyInstanceID string `json:"third_party_instance_id,omitempty"`
 }
 
 // publicRoomsChunk is one room of the published directory (definitions/public_rooms_chunk.yaml).
@@ -420,22 +438,60 @@ func (a *API) queryPublicRooms(w http.ResponseWriter, r *http.Request, d *Device
 	return a.publicRooms(w, r, r.URL.Query().Get("server"), &req)
 }
 
-// publicRooms answers both forms of /publicRooms. Rooms are ordered by joined members, most
-// first, then by room ID (the order list_public_rooms.yaml recommends); tokens are offsets
-// into that order ("o<offset>").
+// publicRooms answers both forms of /publicRooms: from our directory, or from another
+// server's through the federation (server-server API "Published Room Directory").
 func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, server string, req *publicRoomsRequest) error {
 	if server != "" && server != a.cfg.ServerName {
 		if err := spec.ValidateServerName(server); err != nil {
 			return httpapi.InvalidParam("Invalid server name")
 		}
-		// NOTSPEC: other servers' directories are fetched over federation, which this server
-		// does not speak yet; answer as Synapse does when the server cannot be reached.
-		return httpapi.NewError(http.StatusBadGateway, "M_UNKNOWN", "Cannot fetch the room directory of %s", server)
+		if a.remote == nil {
+			// As Synapse when the server cannot be reached.
+			return httpapi.NewError(http.StatusBadGateway, "M_UNKNOWN", "Cannot fetch the room directory of %s", server)
+		}
+		body, err := json.Marshal(req)
+		if err != nil {
+			return err
+		}
+		resp, err := a.remote.PublicRooms(r.Context(), server, body)
+		if err != nil {
+			a.log.Info("remote room directory", "server", server, "err", err)
+			return federationFailure(err, "Cannot fetch the room directory of %s", server)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(resp)
+		return nil
 	}
+	resp, err := a.publicRoomsPage(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// LocalPublicRooms answers another server's /publicRooms from our directory
+// (federation.LocalData); request is the JSON body of the POST form.
+func (a *API) LocalPublicRooms(ctx context.Context, request json.RawMessage) (json.RawMessage, error) {
+	var req publicRoomsRequest
+	if err := httpapi.DecodeJSON(request, &req); err != nil {
+		return nil, err
+	}
+	resp, err := a.publicRoomsPage(ctx, &req)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(resp)
+}
+
+// publicRoomsPage is one page of our published directory. Rooms are ordered by joined
+// members, most first, then by room ID (the order list_public_rooms.yaml recommends); tokens
+// are offsets into that order ("o<offset>").
+func (a *API) publicRoomsPage(ctx context.Context, req *publicRoomsRequest) (*publicRoomsResponse, error) {
 	limit := maxPublicRoomsPage
 	if req.Limit != nil {
 		if *req.Limit < 0 {
-			return httpapi.InvalidParam("limit must not be negative")
+			return nil, httpapi.InvalidParam("limit must not be negative")
 		}
 		if *req.Limit > 0 {
 			limit = min(*req.Limit, maxPublicRoomsPage)
@@ -445,7 +501,7 @@ func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, server string,
 	if req.Since != "" {
 		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, "o"))
 		if !strings.HasPrefix(req.Since, "o") || err != nil || n < 0 {
-			return httpapi.InvalidParam("Invalid since token")
+			return nil, httpapi.InvalidParam("Invalid since token")
 		}
 		offset = n
 	}
@@ -456,20 +512,19 @@ func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, server string,
 		roomTypes = req.Filter.RoomTypes
 	}
 	if len(term) > maxSearchTermLength {
-		return httpapi.InvalidParam("generic_search_term too long")
+		return nil, httpapi.InvalidParam("generic_search_term too long")
 	}
 	if req.IncludeAllNetworks && req.ThirdPartyInstanceID != "" {
-		return httpapi.InvalidParam("third_party_instance_id can only be used if include_all_networks is false")
+		return nil, httpapi.InvalidParam("third_party_instance_id can only be used if include_all_networks is false")
 	}
 	resp := publicRoomsResponse{Chunk: []publicRoomsChunk{}}
 	if req.ThirdPartyInstanceID != "" {
 		// No application service provides third-party networks, so none has rooms.
-		httpapi.WriteJSON(w, http.StatusOK, resp)
-		return nil
+		return &resp, nil
 	}
-	listed, err := a.listedRooms(r.Context())
+	listed, err := a.listedRooms(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var matching []publicRoomsChunk
 	for _, room := range listed {
@@ -488,8 +543,7 @@ func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, server string,
 	if offset > 0 {
 		resp.PrevBatch = "o" + strconv.Itoa(max(min(offset, len(matching))-limit, 0))
 	}
-	httpapi.WriteJSON(w, http.StatusOK, resp)
-	return nil
+	return &resp, nil
 }
 
 // directoryStateTypes are the room-level state events a directory entry is made from.

@@ -101,9 +101,9 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 }
 
 // POST /logout (logout.yaml): the access token, and so the device it belongs to, stops
-// working.
+// working; the device's keys and pending to-device messages go with it.
 func (a *API) logout(w http.ResponseWriter, r *http.Request, d *Device) error {
-	err := storage.DeleteDevices(r.Context(), a.db, d.UserID, []string{d.DeviceID})
+	err := a.removeDevicesAnnounced(r.Context(), d.UserID, []string{d.DeviceID})
 	a.forgetTokens()
 	if err != nil {
 		return err
@@ -113,9 +113,11 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request, d *Device) error {
 }
 
 // POST /logout/all (logout.yaml): every access token and device of the user goes,
-// including the one of this request.
+// including the one of this request, with their keys and pending to-device messages.
 func (a *API) logoutAll(w http.ResponseWriter, r *http.Request, d *Device) error {
-	err := storage.DeleteOtherDevices(r.Context(), a.db, d.UserID, "")
+	err := a.changeDeviceList(r.Context(), d.UserID, func(tx *storage.Tx, _ int64) (bool, error) {
+		return true, deleteOtherDevicesE2E(r.Context(), tx, d.UserID, "")
+	})
 	a.forgetTokens()
 	if err != nil {
 		return err

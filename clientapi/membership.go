@@ -22,6 +22,7 @@ func (a *API) membershipRoutes(r chi.Router, authed func(func(http.ResponseWrite
 	r.Method(http.MethodPost, "/join/{roomIdOrAlias}", authed(a.joinRoomByIDOrAlias))
 	r.Method(http.MethodPost, "/rooms/{roomId}/invite", authed(a.invite))
 	r.Method(http.MethodPost, "/rooms/{roomId}/leave", authed(a.leave))
+	r.Method(http.MethodPost, "/knock/{roomIdOrAlias}", authed(a.knock))
 	r.Method(http.MethodPost, "/rooms/{roomId}/forget", authed(a.forget))
 	r.Method(http.MethodPost, "/rooms/{roomId}/kick", authed(a.kick))
 	r.Method(http.MethodPost, "/rooms/{roomId}/ban", authed(a.ban))
@@ -107,6 +108,13 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, d *Device, roomID str
 	if _, err := spec.ParseRoomID(roomID); err != nil {
 		return httpapi.InvalidParam("Invalid room ID")
 	}
+	// A room known only through an invite (or a knock) is joined through the servers that
+	// sent it, the inviter's first.
+	if outside, err := a.rooms.OutsideMembership(r.Context(), roomID, d.UserID); err != nil {
+		return err
+	} else if outside != nil {
+		return a.joinRemote(w, r, d, roomID, req.Reason, append(outsideServers(outside), servers...))
+	}
 	if membership, _, err := a.rooms.Membership(r.Context(), roomID, d.UserID); err == nil && membership == "join" {
 		// NOTSPEC: joining a room one is in already succeeds without a new event, as in Synapse
 		// when the profile did not change.
@@ -133,17 +141,16 @@ func (a *API) joinRoomByID(w http.ResponseWriter, r *http.Request, d *Device) er
 func (a *API) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, d *Device) error {
 	target := pathParam(r, "roomIdOrAlias")
 	if strings.HasPrefix(target, "#") {
-		if _, err := spec.ParseRoomAlias(target); err != nil {
+		alias, err := spec.ParseRoomAlias(target)
+		if err != nil {
 			return httpapi.InvalidParam("Invalid room alias")
 		}
-		roomID, err := storage.LookupAlias(r.Context(), a.db, target)
+		// The servers the alias names come after the request's own (via, server_name).
+		roomID, servers, err := a.resolveAlias(r.Context(), target, alias.Server())
 		if err != nil {
 			return err
 		}
-		if roomID == "" {
-			return httpapi.NotFound("Room alias %s not found", target)
-		}
-		target = roomID
+		return a.join(w, r, d, roomID, append(joinServers(r, roomID), servers...))
 	}
 	return a.join(w, r, d, target, joinServers(r, target))
 }
@@ -197,6 +204,9 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request, d *Device) error {
 	if isDirect, err := a.isDirectRoom(r, roomID, d.UserID); err == nil && isDirect {
 		extra = map[string]any{"is_direct": true}
 	}
+	if invitee, _ := spec.ParseUserID(req.UserID); invitee.Server() != a.cfg.ServerName && a.remote != nil {
+		return a.inviteRemote(w, r, d, roomID, req, extra)
+	}
 	if _, err := a.setMembership(r, d, roomID, req.UserID, "invite", req.Reason, extra); err != nil {
 		return err
 	}
@@ -224,6 +234,11 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request, d *Device) error {
 		return err
 	}
 	roomID := pathParam(r, "roomId")
+	if outside, err := a.rooms.OutsideMembership(r.Context(), roomID, d.UserID); err != nil {
+		return err
+	} else if outside != nil {
+		return a.leaveRemote(w, r, d, roomID, req.Reason, outside)
+	}
 	membership, _, err := a.rooms.Membership(r.Context(), roomID, d.UserID)
 	if errors.Is(err, rooms.ErrRoomNotFound) {
 		return httpapi.NotFound("Unknown room")
@@ -352,5 +367,166 @@ func (a *API) checkCanonicalAlias(r *http.Request, roomID string, content json.R
 			return httpapi.NewError(http.StatusBadRequest, "M_BAD_ALIAS", "Alias %s does not point to this room", alias)
 		}
 	}
+	return nil
+}
+
+// inviteRemote invites a user of another server: their server co-signs the invite before it
+// is stored (server-server API "Inviting to a room"). A refusal by that server, or no answer,
+// is 403 M_FORBIDDEN.
+func (a *API) inviteRemote(w http.ResponseWriter, r *http.Request, d *Device, roomID string, req *membershipRequest, extra map[string]any) error {
+	if len(req.Reason) > maxReasonLength {
+		return httpapi.BadJSON("reason too long")
+	}
+	if _, err := spec.ParseRoomID(roomID); err != nil {
+		return httpapi.InvalidParam("Invalid room ID")
+	}
+	if err := rateLimit(a.limiters.Send, d.UserID); err != nil {
+		return err
+	}
+	content := map[string]any{}
+	for k, v := range extra {
+		content[k] = v
+	}
+	if req.Reason != "" {
+		content["reason"] = req.Reason
+	}
+	if err := a.remote.InviteRemote(r.Context(), roomID, d.UserID, req.UserID, content); err != nil {
+		var authErr *spec.AuthError
+		if errors.As(err, &authErr) || errors.Is(err, rooms.ErrRoomNotFound) {
+			return submitError(err)
+		}
+		a.log.Info("remote invite failed", "room_id", roomID, "invitee", req.UserID, "err", err)
+		return httpapi.Forbidden("The server of %s did not accept the invite", req.UserID)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// outsideServers are the servers to reach a room through that this server knows only by a
+// membership recorded outside it (an invite, a knock): the member event's sender's (the
+// inviter's), those of the senders of the stripped state that came with it, and the room
+// ID's.
+func outsideServers(e *rooms.Event) []string {
+	var servers []string
+	seen := map[string]bool{}
+	add := func(server string) {
+		if server != "" && !seen[server] {
+			seen[server] = true
+			servers = append(servers, server)
+		}
+	}
+	if u, err := spec.ParseUserID(e.Sender()); err == nil {
+		add(u.Server())
+	}
+	var unsigned struct {
+		InviteRoomState []struct {
+			Sender string `json:"sender"`
+		} `json:"invite_room_state"`
+		KnockRoomState []struct {
+			Sender string `json:"sender"`
+		} `json:"knock_room_state"`
+	}
+	_ = json.Unmarshal(e.Unsigned(), &unsigned)
+	for _, s := range append(unsigned.InviteRoomState, unsigned.KnockRoomState...) {
+		if u, err := spec.ParseUserID(s.Sender); err == nil {
+			add(u.Server())
+		}
+	}
+	if parsed, err := spec.ParseRoomID(e.RoomID()); err == nil && parsed.HasDomain() {
+		add(parsed.Server())
+	}
+	return servers
+}
+
+// leaveRemote leaves a room this server knows only by the user's invite or knock: rejecting
+// the invite or retracting the knock through a resident server (server-server API "Leaving
+// Rooms (Rejecting Invites)").
+func (a *API) leaveRemote(w http.ResponseWriter, r *http.Request, d *Device, roomID, reason string, outside *rooms.Event) error {
+	if m, _ := outside.Membership(); m == "leave" || a.remote == nil {
+		// NOTSPEC: leaving a room one already left succeeds, as in Synapse.
+		httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+		return nil
+	}
+	if len(reason) > maxReasonLength {
+		return httpapi.BadJSON("reason too long")
+	}
+	if err := rateLimit(a.limiters.Send, d.UserID); err != nil {
+		return err
+	}
+	content := map[string]any{}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	servers := append(outsideServers(outside), joinServers(r, roomID)...)
+	if err := a.remote.LeaveRemote(r.Context(), roomID, d.UserID, servers, content); err != nil {
+		a.log.Info("remote leave failed", "room_id", roomID, "user_id", d.UserID, "err", err)
+		return httpapi.NewError(http.StatusBadGateway, "M_UNKNOWN", "Could not leave %s through any of %v", roomID, servers)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// POST /knock/{roomIdOrAlias} (client-server API "Knocking on rooms", room versions 7 and
+// later): a knock event in a room this server is part of, or through one of the servers
+// given (via, server_name) or known for the room otherwise.
+func (a *API) knock(w http.ResponseWriter, r *http.Request, d *Device) error {
+	req, err := readMembershipRequest(r, false)
+	if err != nil {
+		return err
+	}
+	roomID := pathParam(r, "roomIdOrAlias")
+	var aliasServers []string
+	if strings.HasPrefix(roomID, "#") {
+		alias, err := spec.ParseRoomAlias(roomID)
+		if err != nil {
+			return httpapi.InvalidParam("Invalid room alias")
+		}
+		if roomID, aliasServers, err = a.resolveAlias(r.Context(), alias.String(), alias.Server()); err != nil {
+			return err
+		}
+	}
+	if _, err := spec.ParseRoomID(roomID); err != nil {
+		return httpapi.InvalidParam("Invalid room ID")
+	}
+	create, err := a.rooms.CurrentStateEvent(r.Context(), roomID, "m.room.create", "")
+	if err != nil && !errors.Is(err, rooms.ErrRoomNotFound) {
+		return err
+	}
+	if create != nil {
+		// The room is here: the knock is an event like any other, which the auth rules
+		// allow only when the join rule is "knock" (or "knock_restricted").
+		if _, err := a.setMembership(r, d, roomID, d.UserID, "knock", req.Reason, nil); err != nil {
+			return err
+		}
+		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+		return nil
+	}
+	servers := append(joinServers(r, roomID), aliasServers...)
+	if outside, err := a.rooms.OutsideMembership(r.Context(), roomID, d.UserID); err != nil {
+		return err
+	} else if outside != nil {
+		servers = append(servers, outsideServers(outside)...)
+	}
+	if a.remote == nil || len(servers) == 0 {
+		return httpapi.NotFound("No known servers to knock on %s through", roomID)
+	}
+	if len(req.Reason) > maxReasonLength {
+		return httpapi.BadJSON("reason too long")
+	}
+	if err := rateLimit(a.limiters.Send, d.UserID); err != nil {
+		return err
+	}
+	content, err := a.profileContent(r, d.UserID)
+	if err != nil {
+		return err
+	}
+	if req.Reason != "" {
+		content["reason"] = req.Reason
+	}
+	if err := a.remote.KnockRemote(r.Context(), roomID, d.UserID, servers, content); err != nil {
+		a.log.Info("remote knock failed", "room_id", roomID, "user_id", d.UserID, "err", err)
+		return httpapi.Forbidden("Could not knock on %s through any of %v", roomID, servers)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 	return nil
 }

@@ -63,20 +63,60 @@ func checkProfileKey(key string) error {
 	return nil
 }
 
-// localProfileUser parses the userId path parameter and loads the local account it names.
-// Users of other servers, unknown users and deactivated accounts have no profile here.
-//
-// NOTSPEC: until federation queries exist, remote users' profiles are 404.
-func (a *API) localProfileUser(r *http.Request) (*storage.UserRow, error) {
+// userProfile is the profile of the userId path parameter (only field of it when field is
+// set): ours from the database, another server's user's through the federation
+// (server-server API "Querying for information", GET /query/profile).
+func (a *API) userProfile(r *http.Request, field string) (map[string]json.RawMessage, error) {
 	userID := pathParam(r, "userId")
 	parsed, err := spec.ParseUserID(userID)
 	if err != nil {
 		return nil, httpapi.InvalidParam("Invalid user ID")
 	}
 	if parsed.Server() != a.cfg.ServerName {
-		return nil, errProfileNotFound()
+		if a.remote == nil {
+			return nil, errProfileNotFound()
+		}
+		profile, err := a.remote.QueryProfile(r.Context(), userID, field)
+		if err != nil {
+			return nil, federationFailure(err, "Cannot fetch the profile of %s", userID)
+		}
+		// "If the user does not have a particular field set … exclude it … or give it the
+		// value null."
+		for key, value := range profile {
+			if string(value) == "null" {
+				delete(profile, key)
+			}
+		}
+		return profile, nil
 	}
-	u, err := storage.LoadUser(r.Context(), a.db, userID)
+	return a.LocalProfile(r.Context(), userID)
+}
+
+// federationFailure is the answer when a request to another server failed: the other server's
+// Matrix error when it gave one we pass on (the federation API turns those into
+// *httpapi.Error), else 502.
+func federationFailure(err error, format string, args ...any) error {
+	var merr *httpapi.Error
+	if errors.As(err, &merr) {
+		return merr
+	}
+	return httpapi.NewError(http.StatusBadGateway, "M_UNKNOWN", format, args...)
+}
+
+// LocalProfile is the whole profile of one of our users (federation.LocalData): 404 for
+// unknown users and deactivated accounts.
+func (a *API) LocalProfile(ctx context.Context, userID string) (map[string]json.RawMessage, error) {
+	u, err := a.localProfileUser(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	return a.profileOf(ctx, u)
+}
+
+// localProfileUser loads the local account userID names. Unknown users and deactivated
+// accounts have no profile.
+func (a *API) localProfileUser(ctx context.Context, userID string) (*storage.UserRow, error) {
+	u, err := storage.LoadUser(ctx, a.db, userID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, errProfileNotFound()
 	}
@@ -106,11 +146,7 @@ func (a *API) profileOf(ctx context.Context, u *storage.UserRow) (map[string]jso
 
 // GET /profile/{userId} (profile.yaml getUserProfile).
 func (a *API) getProfile(w http.ResponseWriter, r *http.Request) error {
-	u, err := a.localProfileUser(r)
-	if err != nil {
-		return err
-	}
-	profile, err := a.profileOf(r.Context(), u)
+	profile, err := a.userProfile(r, "")
 	if err != nil {
 		return err
 	}
@@ -125,11 +161,7 @@ func (a *API) getProfileField(w http.ResponseWriter, r *http.Request) error {
 	if err := checkProfileKey(key); err != nil {
 		return err
 	}
-	u, err := a.localProfileUser(r)
-	if err != nil {
-		return err
-	}
-	profile, err := a.profileOf(r.Context(), u)
+	profile, err := a.userProfile(r, key)
 	if err != nil {
 		return err
 	}

@@ -243,29 +243,65 @@ func (a *API) setFullyRead(ctx context.Context, d *Device, roomID string, target
 // setReceipt stores a receipt and wakes those whose /sync shows it: the user for a private
 // receipt, every joined member for a public one.
 func (a *API) setReceipt(ctx context.Context, d *Device, roomID, receiptType, threadID string, target *rooms.Event) error {
-	roomNID, err := a.rooms.RoomNID(ctx, roomID)
+	ts := a.nowMS()
+	stored, err := a.storeReceipt(ctx, d.UserID, roomID, receiptType, threadID, target, ts)
+	if err != nil || !stored || receiptType != storage.ReceiptRead || a.remote == nil {
+		return err
+	}
+	// Public receipts go to the other servers of the room (server-server API "Receipts").
+	if err := a.remote.SendReceipt(ctx, roomID, d.UserID, threadID, target.EventID(), ts); err != nil {
+		a.log.Warn("receipts: notify other servers", "room", roomID, "err", err)
+	}
+	return nil
+}
+
+// RemoteReceipt stores the public read receipt of another server's user that the
+// federation API checked (federation.EphemeralSink). A receipt of an event this server does
+// not have in the room's timeline is dropped.
+func (a *API) RemoteReceipt(ctx context.Context, roomID, userID, threadID, eventID string, ts int64) error {
+	if threadID != "" && threadID != "main" && !validEventID(threadID) {
+		return httpapi.InvalidParam("Invalid thread_id")
+	}
+	if !validEventID(eventID) {
+		return httpapi.InvalidParam("Invalid event ID")
+	}
+	target, err := a.rooms.TimelineEventByID(ctx, eventID)
+	if errors.Is(err, rooms.ErrEventNotFound) || (err == nil && target.RoomID() != roomID) {
+		return httpapi.NotFound("Event %s not found in %s", eventID, roomID)
+	}
 	if err != nil {
 		return err
 	}
-	wake := []string{d.UserID}
+	_, err = a.storeReceipt(ctx, userID, roomID, storage.ReceiptRead, threadID, target, ts)
+	return err
+}
+
+// storeReceipt stores a receipt of userID and wakes those whose /sync shows it, reporting
+// whether it moved the stored receipt.
+func (a *API) storeReceipt(ctx context.Context, userID, roomID, receiptType, threadID string, target *rooms.Event, ts int64) (bool, error) {
+	roomNID, err := a.rooms.RoomNID(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	wake := []string{userID}
 	if receiptType == storage.ReceiptRead {
 		if wake, err = a.joinedMemberIDs(ctx, roomID); err != nil {
-			return err
+			return false, err
 		}
 	}
 	stream := a.rooms.Stream()
 	pos := stream.Allocate()
 	stored, err := storage.PutReceipt(ctx, a.db, &storage.ReceiptRow{
-		RoomNID: roomNID, UserID: d.UserID, Type: receiptType, ThreadID: threadID,
-		EventID: target.EventID(), EventPos: target.StreamPos, TS: a.nowMS(), StreamPos: pos,
+		RoomNID: roomNID, UserID: userID, Type: receiptType, ThreadID: threadID,
+		EventID: target.EventID(), EventPos: target.StreamPos, TS: ts, StreamPos: pos,
 	})
 	if err != nil || !stored {
 		stream.Finish(pos)
-		return err
+		return false, err
 	}
-	stream.MarkChanged(pos, streams.ReceiptKey(roomNID), streams.ReadKey(d.UserID))
+	stream.MarkChanged(pos, streams.ReceiptKey(roomNID), streams.ReadKey(userID))
 	stream.Finish(pos, wake...)
-	return nil
+	return true, nil
 }
 
 // joinedMemberIDs lists the users joined to a room now.

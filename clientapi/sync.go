@@ -45,6 +45,9 @@ type syncResponse struct {
 	Presence    eventList           `json:"presence"`
 	ToDevice    eventList           `json:"to_device"`
 	DeviceLists map[string][]string `json:"device_lists"`
+	// End-to-end encryption (client-server API "Extensions to /sync").
+	OneTimeKeysCount       map[string]int `json:"device_one_time_keys_count"`
+	UnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
 }
 
 type syncRooms struct {
@@ -182,20 +185,30 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, d *Device) error {
 }
 
 func (s *syncResponse) empty() bool {
-	return len(s.Rooms.Join) == 0 && len(s.Rooms.Invite) == 0 && len(s.Rooms.Leave) == 0 &&
-		len(s.AccountData.Events) == 0 && len(s.ToDevice.Events) == 0
+	return len(s.Rooms.Join) == 0 && len(s.Rooms.Invite) == 0 && len(s.Rooms.Leave) == 0 && len(s.Rooms.Knock) == 0 &&
+		len(s.AccountData.Events) == 0 && len(s.ToDevice.Events) == 0 &&
+		len(s.DeviceLists["changed"]) == 0 && len(s.DeviceLists["left"]) == 0
 }
 
 // buildSync computes the response covering (since, to]; since 0 is an initial sync.
 // fullState (sync.yaml "full_state") returns every room the user is in with its full state,
 // as an initial sync does, while timelines still start at since.
 func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, to int64, fullState bool) (*syncResponse, error) {
+	// To-device messages first: when more are waiting than one response carries, the whole
+	// response stops at the last one delivered.
+	toDevice, to, err := a.syncToDevice(ctx, d.UserID, d.DeviceID, since, to)
+	if err != nil {
+		return nil, err
+	}
 	resp := &syncResponse{
 		NextBatch: streamToken(to),
 		Rooms: syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{},
 			Leave: map[string]*leftRoom{}, Knock: map[string]*knockedRoom{}},
 		AccountData: eventList{Events: []any{}}, Presence: eventList{Events: []any{}},
-		ToDevice: eventList{Events: []any{}}, DeviceLists: map[string][]string{"changed": {}, "left": {}},
+		ToDevice: eventList{Events: toDevice}, DeviceLists: map[string][]string{"changed": {}, "left": {}},
+	}
+	if resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes, err = a.oneTimeKeyState(ctx, d.UserID, d.DeviceID); err != nil {
+		return nil, err
 	}
 	// everything: every room and all account data, not only what changed.
 	everything := since == 0 || fullState
@@ -225,6 +238,16 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 	memberships, err := a.userMemberships(ctx, d.UserID)
 	if err != nil {
 		return nil, err
+	}
+	// device_lists is only for incremental syncs (client-server API "Extensions to /sync").
+	if since > 0 {
+		changedLists, leftLists, err := a.deviceListChanges(ctx, d.UserID, since, to, func(roomNID int64) bool {
+			return stream.ChangedSince(streams.RoomKey(roomNID), since)
+		})
+		if err != nil {
+			return nil, err
+		}
+		resp.DeviceLists["changed"], resp.DeviceLists["left"] = changedLists, leftLists
 	}
 	active := map[int64]bool{}
 	receiptsChanged := false
@@ -275,7 +298,7 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 			if !everything && memberEvent == nil {
 				continue
 			}
-			state, err := a.strippedRoomState(ctx, m.RoomID, d.UserID)
+			state, err := a.strippedRoomState(ctx, m.RoomID, d.UserID, m.EventNID)
 			if err != nil {
 				return nil, err
 			}
@@ -663,11 +686,16 @@ var strippedStateTypes = []string{
 
 // strippedRoomState is the stripped state of a room the user is invited to or knocked on:
 // the recommended events, then the member event of whoever invited the user, then the
-// user's own member event (the invite or knock, as in sync.yaml's example).
-func (a *API) strippedRoomState(ctx context.Context, roomID, userID string) (strippedState, error) {
+// user's own member event (the invite or knock, as in sync.yaml's example). memberNID is
+// that member event: when the room's state here does not hold it, the room is one this
+// server is not part of, and its stripped state is what came with the event.
+func (a *API) strippedRoomState(ctx context.Context, roomID, userID string, memberNID int64) (strippedState, error) {
 	state, _, err := a.rooms.CurrentState(ctx, roomID)
 	if err != nil {
 		return strippedState{}, err
+	}
+	if own, ok := state[spec.StateTuple{Type: "m.room.member", StateKey: userID}]; !ok || own.NID != memberNID {
+		return a.carriedStrippedState(ctx, memberNID)
 	}
 	out := strippedState{Events: []strippedEvent{}}
 	for _, t := range strippedStateTypes {
@@ -721,3 +749,31 @@ type membershipEntry struct {
 
 // maxMembershipEntries bounds the cache of membership lists.
 const maxMembershipEntries = 100_000
+
+// carriedStrippedState is the stripped state that came with an invite from another server
+// or with the answer to a knock through one, kept in the member event's unsigned
+// (invite_room_state, knock_room_state), followed by the member event itself.
+func (a *API) carriedStrippedState(ctx context.Context, memberNID int64) (strippedState, error) {
+	out := strippedState{Events: []strippedEvent{}}
+	events, err := a.rooms.EventsByNID(ctx, []int64{memberNID})
+	if err != nil || len(events) == 0 {
+		return out, err
+	}
+	own := events[0]
+	var unsigned struct {
+		InviteRoomState []strippedEvent `json:"invite_room_state"`
+		KnockRoomState  []strippedEvent `json:"knock_room_state"`
+	}
+	_ = json.Unmarshal(own.Unsigned(), &unsigned)
+	carried := unsigned.InviteRoomState
+	if m, _ := own.Membership(); m == "knock" {
+		carried = unsigned.KnockRoomState
+	}
+	for _, e := range carried {
+		if e.Type != "m.room.member" || e.StateKey != *own.StateKey() {
+			out.Events = append(out.Events, e)
+		}
+	}
+	out.Events = append(out.Events, stripped(own))
+	return out, nil
+}

@@ -73,9 +73,43 @@ func (a *API) putTyping(w http.ResponseWriter, r *http.Request, d *Device) error
 	if err := a.requireJoined(r.Context(), d, roomID); err != nil {
 		return err
 	}
-	a.typing.set(roomID, d.UserID, *req.Typing && timeout > 0, timeout)
+	typing := *req.Typing && timeout > 0
+	a.typing.set(roomID, d.UserID, typing, timeout)
+	// Every request is passed on, not only changes: other servers time typing users out
+	// on their own (remoteTypingTimeout), and the client's repeats keep them typing there.
+	if a.remote != nil {
+		if err := a.remote.SendTyping(r.Context(), roomID, d.UserID, typing); err != nil {
+			a.log.Warn("typing: notify other servers", "room", roomID, "err", err)
+		}
+	}
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
 	return nil
+}
+
+// remoteTypingTimeout is how long a user of another server counts as typing after an
+// m.typing EDU says so. NOTSPEC: the EDU carries no timeout; this is Synapse's
+// (FEDERATION_TIMEOUT), longer than the 20-30 s at which clients repeat typing requests.
+const remoteTypingTimeout = 60 * time.Second
+
+// RemoteTyping applies an m.typing EDU that the federation API checked
+// (federation.EphemeralSink).
+func (a *API) RemoteTyping(roomID, userID string, typing bool) {
+	a.typing.set(roomID, userID, typing, remoteTypingTimeout)
+}
+
+// federateTypingExpiry tells the other servers of a room that our users whose typing timed
+// out stopped typing.
+func (a *API) federateTypingExpiry(roomID string, users []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, user := range users {
+		if parsed, err := spec.ParseUserID(user); err != nil || parsed.Server() != a.cfg.ServerName {
+			continue
+		}
+		if err := a.remote.SendTyping(ctx, roomID, user, false); err != nil {
+			a.log.Warn("typing: notify other servers", "room", roomID, "err", err)
+		}
+	}
 }
 
 // typingTracker holds who is typing in each room.
@@ -85,6 +119,9 @@ type typingTracker struct {
 	members func(ctx context.Context, roomID string) ([]string, error)
 	log     *slog.Logger
 	clock   func() time.Time
+	// expired, when set, hears of the users whose typing timed out (not of those who stopped
+	// by request).
+	expired func(roomID string, users []string)
 
 	mu    sync.Mutex
 	rooms map[string]*roomTyping
@@ -156,15 +193,15 @@ func (t *typingTracker) expire(roomID string) {
 		t.mu.Unlock()
 		return
 	}
-	changed := false
+	var stopped []string
 	for user, expiry := range rt.users {
 		if !expiry.After(now) {
 			delete(rt.users, user)
-			changed = true
+			stopped = append(stopped, user)
 		}
 	}
 	t.scheduleLocked(roomID, rt, now)
-	if !changed {
+	if len(stopped) == 0 {
 		t.mu.Unlock()
 		return
 	}
@@ -172,6 +209,9 @@ func (t *typingTracker) expire(roomID string) {
 	rt.pos = pos
 	t.mu.Unlock()
 	t.publish(roomID, pos)
+	if t.expired != nil {
+		t.expired(roomID, stopped)
+	}
 }
 
 // scheduleLocked sets the room's timer to its earliest expiry, or stops it.

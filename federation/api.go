@@ -38,6 +38,8 @@ func (a *API) Routes(r chi.Router) {
 		r.Use(auth.Middleware)
 		r.Method(http.MethodPut, "/_matrix/federation/v1/send/{txnId}", a.handler(a.send))
 		a.membershipRoutes(r)
+		a.inviteRoutes(r)
+		a.eventRoutes(r)
 	})
 }
 

@@ -36,6 +36,9 @@ type Inbound struct {
 	// one at a time, and processing them in order keeps their PDUs in order.
 	byOrigin map[string]*sync.Mutex
 	edus     map[string]EDUHandler
+	// gapFiller fetches the events a received event refers to and we lack (missing.go);
+	// set when the API's routes are mounted, before any request.
+	gapFiller *API
 }
 
 // NewInbound makes the processor; keys looks up the signing keys of other servers.
@@ -161,6 +164,11 @@ func (in *Inbound) processPDU(ctx context.Context, raw json.RawMessage) (string,
 	// A soft-failed event counts as processed for the sender (server-server API "Soft
 	// failure"): only errors are reported.
 	_, err = in.rooms.ReceiveEvent(ctx, ev, in.keys)
+	// Prev or auth events unknown here are fetched from the origin (missing.go).
+	var missing *rooms.MissingEventsError
+	if errors.As(err, &missing) {
+		err = in.fillGaps(ctx, ev, missing)
+	}
 	return ev.EventID(), err
 }
 

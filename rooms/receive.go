@@ -54,6 +54,15 @@ func (e *RejectedError) Unwrap() error { return e.Reason }
 // ErrBadSignature is returned for events whose signatures do not verify; they are dropped.
 var ErrBadSignature = errors.New("signature check failed")
 
+// ReceiveCheck decides whether an event received from another server may enter its room at
+// all, before any other check; an error refuses it without storing it. The federation API
+// installs the server ACLs (m.room.server_acl) this way.
+type ReceiveCheck func(ctx context.Context, ev *spec.Event) error
+
+// SetReceiveCheck installs the check of received events. Call it before the server takes
+// requests.
+func (s *Server) SetReceiveCheck(check ReceiveCheck) { s.receiveCheck = check }
+
 // ReceiveEvent runs an event from another server through the checks above and stores it.
 // It returns the stored event, whose Status says whether it was accepted or soft-failed; a
 // rejected event is stored too and returned with a *RejectedError. Receiving an event that is
@@ -63,6 +72,11 @@ func (s *Server) ReceiveEvent(ctx context.Context, ev *spec.Event, keys spec.Key
 		return existing, nil
 	} else if err != nil && !errors.Is(err, ErrEventNotFound) {
 		return nil, err
+	}
+	if s.receiveCheck != nil {
+		if err := s.receiveCheck(ctx, ev); err != nil {
+			return nil, err
+		}
 	}
 	if err := spec.VerifyEventSignatures(ev, keys); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)

@@ -41,6 +41,8 @@ type Server struct {
 	log      *slog.Logger
 	now      func() int64
 	outbound Outbound
+	// receiveCheck, when set, runs first on every received event (receive.go).
+	receiveCheck ReceiveCheck
 
 	mu       sync.Mutex
 	rooms    map[string]*room

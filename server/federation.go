@@ -38,6 +38,12 @@ func mountFederation(ctx context.Context, s *Server) error {
 			Log:     s.log, Clock: time.Now,
 		}
 		api.Routes(s.federationRouter)
+		// Queries, directory, hierarchy and OpenID answer from what the client API knows;
+		// typing and receipts of other servers reach our users through it; server ACLs
+		// guard every received event.
+		(&federation.QueryAPI{API: api, Local: s.clientAPI}).Routes(s.federationRouter)
+		api.HandleEDUs(s.clientAPI)
+		s.rooms.SetReceiveCheck(api.ReceiveCheck)
 		s.rooms.SetOutbound(api.Sender)
 		s.clientAPI.SetRemoteRooms(api)
 		s.Background(func(ctx context.Context) {

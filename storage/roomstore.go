@@ -771,3 +771,26 @@ func SearchJoinedMembers(ctx context.Context, q Querier, sharedWith string, room
 func ForgottenRooms(ctx context.Context, q Querier, userID string) ([]string, error) {
 	return queryColumn[string](ctx, q, `SELECT room_id FROM forgotten_rooms WHERE user_id = $1`, userID)
 }
+
+// EarliestRoomEvents reads up to limit of a room's events with the lowest stream positions
+// (backfilled ones, below zero, included): the oldest history the server holds of the room.
+func EarliestRoomEvents(ctx context.Context, q Querier, roomNID int64, limit int) ([]*EventRow, error) {
+	return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
+		WHERE room_nid = $1 AND stream_pos <> 0 ORDER BY stream_pos ASC LIMIT $2`, roomNID, limit)
+}
+
+// AllocateBackfillPositions reserves n negative stream positions below every one handed
+// out before and returns the lowest: the positions are lowest … lowest+n-1. The row lock
+// of the update serialises concurrent writers (several processes on PostgreSQL).
+func AllocateBackfillPositions(ctx context.Context, q Querier, n int) (int64, error) {
+	var lowest int64
+	err := q.QueryRow(ctx, `UPDATE backfill_stream SET lowest = lowest - $1 WHERE id = 1 RETURNING lowest`, n).Scan(&lowest)
+	return lowest, err
+}
+
+// SetBackfillPosition gives an event held without a stream position (an outlier) a
+// negative one from AllocateBackfillPositions.
+func SetBackfillPosition(ctx context.Context, q Querier, eventNID, pos int64) error {
+	_, err := q.Exec(ctx, `UPDATE events SET stream_pos = $1 WHERE event_nid = $2 AND stream_pos = 0`, pos, eventNID)
+	return err
+}

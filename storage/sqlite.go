@@ -73,9 +73,26 @@ func openSQLite(ctx context.Context, cfg Config) (*DB, error) {
 	writer.SetConnMaxLifetime(0)
 	// Connecting the writer first switches the file to WAL before any reader
 	// opens it.
-	if err := writer.PingContext(ctx); err != nil {
-		writer.Close()
-		return nil, fmt.Errorf("storage: open sqlite %s: %w", path, err)
+	//
+	// Switching the journal mode needs the file to itself, and SQLite answers SQLITE_BUSY
+	// at once (without its busy handler) while another process is opening the file too:
+	// retry for as long as the busy timeout.
+	deadline := time.Now().Add(busy)
+	for {
+		err := writer.PingContext(ctx)
+		if err == nil {
+			break
+		}
+		if !isSQLiteBusy(err) || time.Now().After(deadline) {
+			writer.Close()
+			return nil, fmt.Errorf("storage: open sqlite %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			writer.Close()
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 
 	readerParams := cloneValues(common)

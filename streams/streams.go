@@ -192,3 +192,13 @@ func ReceiptKey(roomNID int64) string { return "receipt " + strconv.FormatInt(ro
 
 // ReadKey names a user's own read positions.
 func ReadKey(userID string) string { return "read " + userID }
+
+// DeviceListKey names the device lists a user hears about: those of the user and of
+// everyone sharing a room with them (end-to-end encryption, device_lists in /sync).
+func DeviceListKey(userID string) string { return "device_lists " + userID }
+
+// ToDeviceKey names the to-device inbox of one device.
+func ToDeviceKey(userID, deviceID string) string { return "to_device " + userID + " " + deviceID }
+
+// OneTimeKeysKey names the one-time and fallback keys of one device.
+func OneTimeKeysKey(userID, deviceID string) string { return "otk " + userID + " " + deviceID }

@@ -1,0 +1,151 @@
+package storage_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/scrambledeggs/eggs/storage"
+	"github.com/scrambledeggs/eggs/storage/storagetest"
+)
+
+func TestOneTimeKeysClaimedOnce(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		user, device := "@alice:example.org", "DEV"
+		keys := []storage.OneTimeKey{
+			{Algorithm: "signed_curve25519", KeyID: "A", KeyJSON: []byte(`{"key":"a"}`)},
+			{Algorithm: "signed_curve25519", KeyID: "B", KeyJSON: []byte(`{"key":"b"}`)},
+		}
+		if err := storage.InsertOneTimeKeys(ctx, db, user, device, keys); err != nil {
+			t.Fatal(err)
+		}
+		// A retried upload is fine; the same ID with other contents is not.
+		if err := storage.InsertOneTimeKeys(ctx, db, user, device, keys[:1]); err != nil {
+			t.Fatalf("retried upload: %v", err)
+		}
+		conflict := []storage.OneTimeKey{{Algorithm: "signed_curve25519", KeyID: "A", KeyJSON: []byte(`{"key":"x"}`)}}
+		if err := storage.InsertOneTimeKeys(ctx, db, user, device, conflict); err != storage.ErrKeyConflict {
+			t.Fatalf("conflicting upload: %v", err)
+		}
+		if err := storage.PutFallbackKey(ctx, db, user, device, storage.OneTimeKey{Algorithm: "signed_curve25519", KeyID: "F", KeyJSON: []byte(`{"key":"f","fallback":true}`)}); err != nil {
+			t.Fatal(err)
+		}
+		// Concurrent claims: each one-time key goes to exactly one claimer, then the
+		// fallback key serves the rest.
+		var mu sync.Mutex
+		got := map[string]int{}
+		var wg sync.WaitGroup
+		for i := 0; i < 6; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				k, ok, err := storage.ClaimOneTimeKey(ctx, db, user, device, "signed_curve25519")
+				if err != nil || !ok {
+					t.Errorf("claim: %v %v", ok, err)
+					return
+				}
+				mu.Lock()
+				got[k.KeyID]++
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if got["A"] != 1 || got["B"] != 1 || got["F"] != 4 {
+			t.Fatalf("claims = %v, want A and B once, F for the rest", got)
+		}
+		counts, err := storage.CountOneTimeKeys(ctx, db, user, device)
+		if err != nil || counts["signed_curve25519"] != 0 {
+			t.Fatalf("counts = %v, %v", counts, err)
+		}
+		unused, err := storage.UnusedFallbackKeyTypes(ctx, db, user, device)
+		if err != nil || len(unused) != 0 {
+			t.Fatalf("used fallback still unused: %v %v", unused, err)
+		}
+		if _, ok, _ := storage.ClaimOneTimeKey(ctx, db, user, "OTHER", "signed_curve25519"); ok {
+			t.Fatal("claimed a key of a device without keys")
+		}
+	})
+}
+
+func TestToDeviceInbox(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		msg := func(device string) storage.ToDeviceMessage {
+			return storage.ToDeviceMessage{UserID: "@bob:example.org", DeviceID: device, Sender: "@alice:example.org", Type: "m.test", Content: []byte(`{}`)}
+		}
+		err := db.WithTx(ctx, func(tx *storage.Tx) error {
+			stored, err := storage.InsertToDevice(ctx, tx, "ALICEDEV", "txn1", 5, 1, []storage.ToDeviceMessage{msg("B1"), msg("B2")})
+			if err != nil || !stored {
+				t.Errorf("first send: %v %v", stored, err)
+			}
+			again, err := storage.InsertToDevice(ctx, tx, "ALICEDEV", "txn1", 6, 1, []storage.ToDeviceMessage{msg("B1")})
+			if err != nil || again {
+				t.Errorf("repeated transaction stored again: %v %v", again, err)
+			}
+			_, err = storage.InsertToDevice(ctx, tx, "ALICEDEV", "txn2", 7, 1, []storage.ToDeviceMessage{msg("B1")})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := storage.ToDeviceSince(ctx, db, "@bob:example.org", "B1", 0, 10, 100)
+		if err != nil || len(got) != 2 || got[0].StreamPos != 5 || got[1].StreamPos != 7 {
+			t.Fatalf("inbox = %+v, %v", got, err)
+		}
+		if err := storage.DeleteToDeviceThrough(ctx, db, "@bob:example.org", "B1", 5); err != nil {
+			t.Fatal(err)
+		}
+		got, _ = storage.ToDeviceSince(ctx, db, "@bob:example.org", "B1", 0, 10, 100)
+		if len(got) != 1 || got[0].StreamPos != 7 {
+			t.Fatalf("after acknowledging 5: %+v", got)
+		}
+		if pos, err := storage.MaxStreamPos(ctx, db); err != nil || pos < 7 {
+			t.Fatalf("MaxStreamPos = %d, %v: the to-device stream must count", pos, err)
+		}
+		if err := db.WithTx(ctx, func(tx *storage.Tx) error {
+			return storage.DeleteDeviceE2E(ctx, tx, "@bob:example.org", []string{"B2"})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		got, _ = storage.ToDeviceSince(ctx, db, "@bob:example.org", "B2", 0, 10, 100)
+		if len(got) != 0 {
+			t.Fatalf("deleted device keeps %d messages", len(got))
+		}
+	})
+}
+
+func TestKeyBackupVersions(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		user := "@alice:example.org"
+		v1, err := storage.CreateBackupVersion(ctx, db, user, "m.megolm_backup.v1.curve25519-aes-sha2", []byte(`{"public_key":"a"}`))
+		if err != nil || v1 != 1 {
+			t.Fatalf("first version %d, %v", v1, err)
+		}
+		k := &storage.BackupKey{RoomID: "!r:example.org", SessionID: "s", FirstMessageIndex: 1, SessionData: []byte(`{"ciphertext":"x"}`)}
+		if err := storage.PutBackupKey(ctx, db, user, v1, k); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.BumpBackupEtag(ctx, db, user, v1); err != nil {
+			t.Fatal(err)
+		}
+		b, err := storage.LoadBackupVersion(ctx, db, user, 0)
+		if err != nil || b.Version != v1 || b.Count != 1 || b.Etag != 1 {
+			t.Fatalf("current backup = %+v, %v", b, err)
+		}
+		if err := storage.DeleteBackupVersion(ctx, db, user, v1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := storage.LoadBackupVersion(ctx, db, user, v1); err != storage.ErrNotFound {
+			t.Fatalf("deleted version: %v", err)
+		}
+		v2, err := storage.CreateBackupVersion(ctx, db, user, "m.megolm_backup.v1.curve25519-aes-sha2", []byte(`{}`))
+		if err != nil || v2 != 2 {
+			t.Fatalf("a deleted version number was reused: %d, %v", v2, err)
+		}
+		if keys, _ := storage.BackupKeys(ctx, db, user, v1, "", ""); len(keys) != 0 {
+			t.Fatalf("deleted version keeps %d keys", len(keys))
+		}
+	})
+}
