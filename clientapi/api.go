@@ -37,6 +37,7 @@ type API struct {
 	typing         *typingTracker
 	unread         *boundedMap[unreadKey, unreadEntry]
 	memberships    *boundedMap[string, membershipEntry]
+	reads          *boundedMap[string, readEntry]
 	pushFactsCache *boundedMap[int64, *pushFacts]
 	tokens         *boundedMap[string, cachedDevice]
 	tokenGen       atomic.Int64
@@ -104,6 +105,7 @@ func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog
 	a.typing = newTypingTracker(db, roomServer.Stream(), a.joinedMemberIDs, log, clock)
 	a.unread = newBoundedMap[unreadKey, unreadEntry](maxUnreadEntries)
 	a.memberships = newBoundedMap[string, membershipEntry](maxMembershipEntries)
+	a.reads = newBoundedMap[string, readEntry](maxMembershipEntries)
 	a.pushFactsCache = newBoundedMap[int64, *pushFacts](maxPushFactsEntries)
 	a.tokens = newBoundedMap[string, cachedDevice](maxCachedTokens)
 	a.toDeviceAcked = newBoundedMap[string, int64](maxCachedInboxes)

@@ -242,7 +242,7 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 	// device_lists is only for incremental syncs (client-server API "Extensions to /sync").
 	if since > 0 {
 		changedLists, leftLists, err := a.deviceListChanges(ctx, d.UserID, since, to, func(roomNID int64) bool {
-			return stream.ChangedSince(streams.RoomKey(roomNID), since)
+			return stream.ChangedSince(streams.RoomMembersKey(roomNID), since)
 		})
 		if err != nil {
 			return nil, err

@@ -12,6 +12,7 @@ import (
 	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
+	"github.com/scrambledeggs/eggs/streams"
 )
 
 // Unread notification counts of /sync (sync.yaml "unread_notifications"; client-server API
@@ -62,7 +63,7 @@ func newUnreadCounter(userID string) *unreadCounter {
 // is the user's membership there.
 func (a *API) unreadNotifications(ctx context.Context, u *unreadCounter, m storage.RoomMembership, to int64) (*unreadCounts, error) {
 	if u.reads == nil {
-		reads, err := storage.ReadPositions(ctx, a.db, u.userID)
+		reads, err := a.readPositions(ctx, u.userID)
 		if err != nil {
 			return nil, err
 		}
@@ -303,3 +304,25 @@ func (a *API) pushFacts(e *rooms.Event) *pushFacts {
 
 // maxPushFactsEntries bounds the cache of parsed push facts (recent events are what count).
 const maxPushFactsEntries = 10_000
+
+// readPositions is how far the user has read in each room (room NID → stream position),
+// from a cache that holds until the user's receipts change.
+func (a *API) readPositions(ctx context.Context, userID string) (map[int64]int64, error) {
+	stream := a.rooms.Stream()
+	if cached, ok := a.reads.get(userID); ok && !stream.ChangedSince(streams.ReadKey(userID), cached.asOf) {
+		return cached.reads, nil
+	}
+	asOf := stream.Current()
+	reads, err := storage.ReadPositions(ctx, a.db, userID)
+	if err != nil {
+		return nil, err
+	}
+	a.reads.put(userID, readEntry{asOf: asOf, reads: reads})
+	return reads, nil
+}
+
+// readEntry is a user's read positions as read at stream position asOf.
+type readEntry struct {
+	asOf  int64
+	reads map[int64]int64
+}

@@ -184,7 +184,7 @@ func (s *Server) RecordOutsideMembership(ctx context.Context, ev *spec.Event) (*
 	s.events.put(e.NID, e)
 	// The ring holds every event of the room above its floor, this one included.
 	r.recent.add(e)
-	s.stream.MarkChanged(pos, streams.RoomKey(r.nid), streams.MembershipKey(tuple.StateKey))
+	s.stream.MarkChanged(pos, streams.RoomKey(r.nid), streams.MembershipKey(tuple.StateKey), streams.RoomMembersKey(r.nid))
 	s.stream.Finish(pos, tuple.StateKey)
 	return e, nil
 }

@@ -462,7 +462,7 @@ func (s *Server) persistReceived(ctx context.Context, r *room, ev *spec.Event, p
 	keys := changeKeys(r, e)
 	for _, c := range changed {
 		if c.Type() == "m.room.member" && c != e {
-			keys = append(keys, streams.MembershipKey(*c.StateKey()))
+			keys = append(keys, streams.MembershipKey(*c.StateKey()), streams.RoomMembersKey(r.nid))
 		}
 	}
 	s.stream.MarkChanged(pos, keys...)

@@ -433,7 +433,7 @@ func randomString(n int) string {
 func changeKeys(r *room, e *Event) []string {
 	keys := []string{streams.RoomKey(r.nid)}
 	if e.Type() == "m.room.member" && e.StateKey() != nil {
-		keys = append(keys, streams.MembershipKey(*e.StateKey()))
+		keys = append(keys, streams.MembershipKey(*e.StateKey()), streams.RoomMembersKey(r.nid))
 	}
 	return keys
 }

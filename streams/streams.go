@@ -181,6 +181,10 @@ func (t *Tracker) Wait(ctx context.Context, user string, since int64) int64 {
 // RoomKey names a room's timeline (by room numeric ID).
 func RoomKey(roomNID int64) string { return "room " + strconv.FormatInt(roomNID, 10) }
 
+// RoomMembersKey names the membership of a room (by room numeric ID): someone joined, left,
+// was invited, … — what device-list tracking watches.
+func RoomMembersKey(roomNID int64) string { return "members " + strconv.FormatInt(roomNID, 10) }
+
 // MembershipKey names a user's memberships.
 func MembershipKey(userID string) string { return "member " + userID }
 
