@@ -28,7 +28,8 @@ test-short:
 	$(GO) test -tags goolm -count=1 -short ./...
 
 bench: build
-	$(GO) run ./cmd/eggsload
+	$(GO) run ./cmd/eggsload                 # throughput: senders as fast as the server answers
+	$(GO) run ./cmd/eggsload -rate 1000      # latency at the target load of 1,000 messages/s
 	$(GO) test -run '^$$' -bench . -benchmem ./spec/... ./rooms/... ./streams/...
 
 fuzz:

@@ -140,6 +140,37 @@ type sender struct {
 	latencies []time.Duration
 	errors    int
 	lastErr   error
+	// pace, when not nil, hands out one permission to send per tick of the -rate pacer.
+	pace <-chan struct{}
+}
+
+// newPacer returns a channel that yields rate permissions per second in all, spread evenly,
+// until ctx ends; nil when rate is 0 (no pacing).
+func newPacer(ctx context.Context, rate int) <-chan struct{} {
+	if rate <= 0 {
+		return nil
+	}
+	pace := make(chan struct{})
+	go func() {
+		interval := time.Second / time.Duration(rate)
+		next := time.Now()
+		for {
+			next = next.Add(interval)
+			if wait := time.Until(next); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+			select {
+			case pace <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return pace
 }
 
 // run sends until stopAt, until budget (shared by all senders; nil for none) is used up,
@@ -150,6 +181,13 @@ func (s *sender) run(ctx context.Context, c *client, w *world, stopAt time.Time,
 	for seq := 0; ctx.Err() == nil && time.Now().Before(stopAt); seq++ {
 		if budget != nil && budget.Add(-1) < 0 {
 			return
+		}
+		if s.pace != nil {
+			select {
+			case <-s.pace:
+			case <-ctx.Done():
+				return
+			}
 		}
 		u := w.users[(s.index+seq)%len(w.users)]
 		room := (s.index + seq) % len(w.rooms)

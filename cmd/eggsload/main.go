@@ -33,6 +33,7 @@ import (
 type options struct {
 	users, rooms, senders, listeners int
 	messages                         int
+	rate                             int
 	duration, drain, settle          time.Duration
 	databaseURL, jsonPath, binary    string
 	initialRooms, initialMessages    int
@@ -48,6 +49,7 @@ func parseFlags(args []string) (*options, error) {
 	flags.IntVar(&o.listeners, "listeners", 20, "users that long-poll /sync (at most -users)")
 	flags.DurationVar(&o.duration, "duration", 20*time.Second, "how long the senders send")
 	flags.IntVar(&o.messages, "messages", 0, "stop after this many messages (0: only -duration bounds the load)")
+	flags.IntVar(&o.rate, "rate", 0, "send at most this many messages per second in all (0: as fast as the server answers)")
 	flags.DurationVar(&o.drain, "drain", 15*time.Second, "how long listeners may take to receive the last messages")
 	flags.DurationVar(&o.settle, "settle", 2*time.Second, "idle time before each RSS reading")
 	flags.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL URL for the server (empty: SQLite in a temp dir)")
@@ -68,6 +70,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("-listeners must be between 0 and -users")
 	case o.duration <= 0 || o.duration > time.Hour:
 		return nil, errors.New("-duration must be positive and at most 1h")
+	case o.rate < 0 || o.rate > 1_000_000:
+		return nil, errors.New("-rate must be between 0 and 1000000")
 	case o.messages < 0 || o.initialRooms < 0 || o.initialMessages < 0 || o.initialRuns < 1:
 		return nil, errors.New("-messages, -initial-rooms and -initial-messages must not be negative, -initial-runs at least 1")
 	}
@@ -215,12 +219,15 @@ func run(ctx context.Context, o *options) (_ *report, err error) {
 	senders := make([]*sender, o.senders)
 	loadStart := time.Now()
 	stopAt := loadStart.Add(o.duration)
+	paceCtx, stopPacing := context.WithCancel(ctx)
+	pace := newPacer(paceCtx, o.rate)
 	var sending sync.WaitGroup
 	for i := range senders {
-		senders[i] = &sender{index: i}
+		senders[i] = &sender{index: i, pace: pace}
 		sending.Go(func() { senders[i].run(ctx, c, w, stopAt, budget) })
 	}
 	sending.Wait()
+	stopPacing()
 	sendElapsed := time.Since(loadStart)
 
 	acked := 0
