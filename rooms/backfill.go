@@ -379,9 +379,7 @@ func (s *Server) ReceiveWithState(ctx context.Context, ev *spec.Event, state, au
 		if existing.Status != storage.EventOutlier {
 			return existing, nil
 		}
-		// NOTSPEC: an event held as an outlier stays one; Synapse de-outliers it, which
-		// our events table (one row per event) does not allow for yet.
-		return nil, fmt.Errorf("event %s is held as an outlier", ev.EventID())
+		// An event held as an outlier joins the room now: storing it takes over its row.
 	} else if !errors.Is(err, ErrEventNotFound) {
 		return nil, err
 	}

@@ -68,7 +68,9 @@ func (s *Server) SetReceiveCheck(check ReceiveCheck) { s.receiveCheck = check }
 // rejected event is stored too and returned with a *RejectedError. Receiving an event that is
 // already stored returns it unchanged.
 func (s *Server) ReceiveEvent(ctx context.Context, ev *spec.Event, keys spec.KeyLookup) (*Event, error) {
-	if existing, err := s.EventByID(ctx, ev.EventID()); err == nil && existing.Status != storage.EventOutlier {
+	if existing, err := s.EventByID(ctx, ev.EventID()); err == nil && existing.Status == storage.EventRejected {
+		return existing, &RejectedError{EventID: ev.EventID(), Reason: errors.New("rejected before")}
+	} else if err == nil && existing.Status != storage.EventOutlier {
 		return existing, nil
 	} else if err != nil && !errors.Is(err, ErrEventNotFound) {
 		return nil, err
@@ -337,12 +339,14 @@ func checkAgainst(ev *spec.Event, state map[spec.StateTuple]*Event, ownAuthEvent
 func (s *Server) storeRejected(ctx context.Context, r *room, ev *spec.Event, reason error) (*Event, error) {
 	e := &Event{Event: ev, Status: storage.EventRejected}
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		_, err := storage.InsertEvent(ctx, tx, s.rowOf(r, e))
+		nid, err := storage.StoreReceivedEvent(ctx, tx, s.rowOf(r, e))
+		e.NID = nid
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store rejected event: %w", err)
 	}
+	s.events.put(e.NID, e)
 	return e, &RejectedError{EventID: ev.EventID(), Reason: reason}
 }
 
@@ -402,7 +406,8 @@ func (s *Server) persistReceived(ctx context.Context, r *room, ev *spec.Event, p
 				e.ReplacesNID = replaced.NID
 			}
 		}
-		nid, err := storage.InsertEvent(ctx, tx, s.rowOf(r, e))
+		// An event held as an outlier until now joins the room in place of that row.
+		nid, err := storage.StoreReceivedEvent(ctx, tx, s.rowOf(r, e))
 		if err != nil {
 			return fmt.Errorf("insert event: %w", err)
 		}

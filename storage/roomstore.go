@@ -134,6 +134,25 @@ func InsertEvent(ctx context.Context, q Querier, e *EventRow) (int64, error) {
 	return e.NID, err
 }
 
+// StoreReceivedEvent stores an event received from another server: inserted, or — when the
+// event is already held as an outlier (from an auth chain or a state fetch) — that row takes
+// its place in the room, keeping its numeric ID. ErrExists if the event is stored otherwise.
+func StoreReceivedEvent(ctx context.Context, q Querier, e *EventRow) (int64, error) {
+	err := q.QueryRow(ctx, `INSERT INTO events (event_id, room_nid, stream_pos, status, depth, type, state_key, sender,
+		origin_ts, state_before, state_after, replaces_nid, sender_device, txn_id, json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		ON CONFLICT (event_id) DO UPDATE SET stream_pos = excluded.stream_pos, status = excluded.status,
+			state_before = excluded.state_before, state_after = excluded.state_after, replaces_nid = excluded.replaces_nid
+		WHERE events.status = 1
+		RETURNING event_nid`,
+		e.EventID, e.RoomNID, e.StreamPos, int(e.Status), e.Depth, e.Type, e.StateKey, e.Sender, e.OriginTS,
+		e.StateBefore, e.StateAfter, e.ReplacesNID, nullString(e.SenderDevice), nullString(e.TxnID), string(e.JSON)).Scan(&e.NID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("event %s: %w", e.EventID, ErrExists)
+	}
+	return e.NID, err
+}
+
 // SetStateAfter records the snapshot after a state event, made once the event had its ID.
 func SetStateAfter(ctx context.Context, q Querier, eventNID, snapshotNID int64) error {
 	_, err := q.Exec(ctx, `UPDATE events SET state_after = $1 WHERE event_nid = $2`, snapshotNID, eventNID)
