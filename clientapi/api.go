@@ -47,7 +47,8 @@ type API struct {
 	toDeviceAcked    *boundedMap[string, int64]
 	oneTimeKeyCounts *boundedMap[string, oneTimeKeyEntry]
 
-	remote RemoteRooms
+	remote     RemoteRooms
+	remoteKeys RemoteKeys
 }
 
 // RemoteRooms reaches rooms that live on other servers (the federation API).
@@ -78,6 +79,12 @@ type RemoteRooms interface {
 	// and public read receipts.
 	SendTyping(ctx context.Context, roomID, userID string, typing bool) error
 	SendReceipt(ctx context.Context, roomID, userID, threadID, eventID string, ts int64) error
+	// Backfill fetches up to limit events of roomID's history older than its earliest event
+	// here from the other servers in the room (server-server API "Backfilling and
+	// retrieving missing events") and stores them below it, at negative stream positions.
+	// It returns how many events were added to the room's history; 0 when there is none
+	// to be had.
+	Backfill(ctx context.Context, roomID string, limit int) (int, error)
 }
 
 // SetRemoteRooms connects the federation API; without it, rooms this server does not know
@@ -87,6 +94,35 @@ func (a *API) SetRemoteRooms(r RemoteRooms) {
 	a.remote = r
 	a.typing.expired = a.federateTypingExpiry
 }
+
+// RemoteKeys reaches the end-to-end encryption of other servers' users (the federation
+// API, server-server API "End-to-End Encryption", "Device Management", "Send-to-device
+// messaging").
+type RemoteKeys interface {
+	// QueryRemoteKeys reads the keys of other servers' users (user ID → device IDs, none
+	// meaning all) within timeout; servers that do not answer are listed in failures.
+	QueryRemoteKeys(ctx context.Context, request map[string][]string, timeout time.Duration) (devices map[string]map[string]json.RawMessage,
+		master, selfSigning map[string]json.RawMessage, failures map[string]any)
+	// ClaimRemoteKeys claims one-time keys of other servers' users' devices (user ID →
+	// device ID → algorithm) within timeout; servers that do not answer are listed in
+	// failures.
+	ClaimRemoteKeys(ctx context.Context, request map[string]map[string]string, timeout time.Duration) (
+		map[string]map[string]map[string]json.RawMessage, map[string]any)
+	// QueueToDevice queues, in q, to-device messages of sender for other servers' users
+	// (user ID → device ID or "*" → content) and returns the servers to Wake after commit.
+	QueueToDevice(ctx context.Context, q storage.Querier, sender, eventType string, messages map[string]map[string]json.RawMessage) ([]string, error)
+	// QueueDeviceListUpdates queues, in q, the announcement of what changed in the device
+	// list of userID (one of ours) for the servers sharing a room with them, and returns the
+	// servers to Wake after commit.
+	QueueDeviceListUpdates(ctx context.Context, q storage.Querier, userID string) ([]string, error)
+	// Wake makes the queues of destinations send what was queued for them.
+	Wake(destinations ...string)
+}
+
+// SetRemoteKeys connects the federation of end-to-end encryption; without it, keys of other
+// servers' users are reported as failures and to-device messages to them are dropped. Call
+// it before the server takes requests.
+func (a *API) SetRemoteKeys(r RemoteKeys) { a.remoteKeys = r }
 
 // New makes the API. clock is time.Now outside tests.
 func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog.Logger, clock func() time.Time) (*API, error) {

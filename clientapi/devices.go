@@ -81,7 +81,11 @@ func (a *API) updateDevice(w http.ResponseWriter, r *http.Request, d *Device) er
 	if utf8.RuneCountInString(*req.DisplayName) > maxDeviceDisplayName {
 		return httpapi.NewError(http.StatusBadRequest, "M_TOO_LARGE", "Device display name is longer than %d characters", maxDeviceDisplayName)
 	}
-	err := storage.RenameDevice(r.Context(), a.db, d.UserID, deviceID, *req.DisplayName)
+	// A new display name is part of the device list others see (device_display_name in
+	// /keys/query): announce it like any device change.
+	err := a.changeDeviceList(r.Context(), d.UserID, func(tx *storage.Tx, _ int64) (bool, error) {
+		return true, storage.RenameDevice(r.Context(), tx, d.UserID, deviceID, *req.DisplayName)
+	})
 	if errors.Is(err, storage.ErrNotFound) {
 		return httpapi.NotFound("Unknown device")
 	}

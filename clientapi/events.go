@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,6 +24,16 @@ import (
 // Pagination tokens are the stream tokens of /sync: "s<pos>" sits right after stream
 // position pos. Paginating backwards from s<P> returns the events at or below P, newest
 // first; forwards from s<P> the events above P, oldest first.
+//
+// A room joined over federation starts here with the join: what came before is on other
+// servers. When backwards pagination runs out of local events and the room's earliest
+// event here is not its create event, /messages asks the servers in the room for the
+// older history (RemoteRooms.Backfill, server-server API "Backfilling and retrieving
+// missing events"), which is stored at negative stream positions below everything else,
+// and carries on into it: tokens there read "s-<n>". Position 0 is no place in the
+// timeline (outliers hold it) and is skipped. Pagination ends, without an end token, once
+// the create event has been passed ("Clients should continue to paginate until no end
+// property is returned", message_pagination.yaml).
 
 func (a *API) eventRoutes(r chi.Router, authed func(func(http.ResponseWriter, *http.Request, *Device) error) http.Handler) {
 	r.Method(http.MethodGet, "/rooms/{roomId}/messages", authed(a.messages))
@@ -41,6 +52,18 @@ const defaultPageLimit = 10
 // token ("Clients should continue to paginate until no end property is returned"), so a
 // long hidden stretch costs the client several requests rather than the server one huge one.
 const maxScannedEvents = 2000
+
+// minStreamPos is below every stream position, backfilled ones included: the bound of
+// backwards pagination without a to token.
+const minStreamPos int64 = math.MinInt64
+
+// maxBackfillRounds bounds the /backfill requests one /messages request makes while the
+// backfilled events are hidden by its filter or by history visibility; the client gets an
+// end token to carry on with.
+const maxBackfillRounds = 3
+
+// minBackfillBatch is the fewest events one /backfill request asks for.
+const minBackfillBatch = 20
 
 // parseLimit reads a non-negative integer query parameter, def when absent, capped at max.
 func parseLimit(param string, def, max int) (int, error) {
@@ -307,7 +330,7 @@ func (a *API) scan(ctx context.Context, rr *roomReader, filter *RoomEventFilter,
 	examined := 0
 	for {
 		want := min(max(limit-len(p.events)+1, 50), limit+1)
-		batch, err := a.rooms.Page(ctx, rr.roomNID, p.cursor, bound, backwards, want)
+		batch, err := a.timelinePage(ctx, rr.roomNID, p.cursor, bound, backwards, want)
 		if err != nil {
 			return nil, err
 		}
@@ -337,6 +360,100 @@ func (a *API) scan(ctx context.Context, rr *roomReader, filter *RoomEventFilter,
 			return p, nil
 		}
 		if examined >= maxScannedEvents {
+			p.more = true
+			return p, nil
+		}
+	}
+}
+
+// timelinePage reads up to limit of a room's timeline events between from and bound, as
+// rooms.Server.Page does (backwards: bound < pos <= from, newest first; forwards:
+// from < pos <= bound, oldest first), across the live stream (positive positions) and
+// backfilled history (negative ones) and never at position 0, where outliers sit.
+func (a *API) timelinePage(ctx context.Context, roomNID, from, bound int64, backwards bool, limit int) ([]*rooms.Event, error) {
+	var out []*rooms.Event
+	if backwards {
+		if from > 0 && bound < from {
+			batch, err := a.rooms.Page(ctx, roomNID, from, max(bound, 0), true, limit)
+			if err != nil || len(batch) == limit || bound >= 0 {
+				return batch, err
+			}
+			out = batch
+		}
+		if hi := min(from, -1); hi > bound {
+			batch, err := a.rooms.Page(ctx, roomNID, hi, bound, true, limit-len(out))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, batch...)
+		}
+		return out, nil
+	}
+	if from < -1 && bound > from {
+		batch, err := a.rooms.Page(ctx, roomNID, from, min(bound, -1), false, limit)
+		if err != nil || len(batch) == limit || bound <= -1 {
+			return batch, err
+		}
+		out = batch
+	}
+	if lo := max(from, 0); bound > lo {
+		batch, err := a.rooms.Page(ctx, roomNID, lo, bound, false, limit-len(out))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, batch...)
+	}
+	return out, nil
+}
+
+// historyComplete reports whether this server holds the room's history back to its
+// creation: whether its earliest timeline event is the create event. A room created
+// here always starts with it; a room joined over federation starts with the join (and
+// holds the create event as an outlier, off the timeline) until backfill reaches it.
+func (a *API) historyComplete(ctx context.Context, roomNID int64) (bool, error) {
+	rows, err := storage.EarliestRoomEvents(ctx, a.db, roomNID, 1)
+	if err != nil || len(rows) == 0 {
+		return false, err
+	}
+	events, err := a.rooms.EventsFromRows(rows)
+	if err != nil || len(events) == 0 {
+		return false, err
+	}
+	return events[0].Type() == "m.room.create" && events[0].StateKeyEquals(""), nil
+}
+
+// backfill continues a backwards page p that ran out of local events into the room's
+// older history on other servers: while the history here is incomplete and the page not
+// full, it backfills a batch and scans the new events below p's cursor. The page ends
+// (more stays false) when the create event is passed or no server has anything older.
+func (a *API) backfill(ctx context.Context, rr *roomReader, filter *RoomEventFilter, p *page, limit int) (*page, error) {
+	for round := 0; ; round++ {
+		complete, err := a.historyComplete(ctx, rr.roomNID)
+		if err != nil {
+			return nil, err
+		}
+		if complete || a.remote == nil {
+			return p, nil
+		}
+		if len(p.events) >= limit || round == maxBackfillRounds {
+			p.more = true
+			return p, nil
+		}
+		n, err := a.remote.Backfill(ctx, rr.roomID, max(limit-len(p.events), minBackfillBatch))
+		if err != nil {
+			a.log.Info("backfill failed", "room_id", rr.roomID, "err", err)
+		}
+		if n == 0 {
+			// NOTSPEC: as in Synapse, history that no server hands over ends the pagination.
+			return p, nil
+		}
+		next, err := a.scan(ctx, rr, filter, p.cursor, minStreamPos, true, limit-len(p.events))
+		if err != nil {
+			return nil, err
+		}
+		p.events = append(p.events, next.events...)
+		p.cursor = next.cursor
+		if next.more {
 			p.more = true
 			return p, nil
 		}
@@ -373,12 +490,12 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, d *Device) error 
 	var from, to int64
 	var hasFrom, hasTo bool
 	if s := q.Get("from"); s != "" {
-		if from, hasFrom = parseStreamToken(s); !hasFrom {
+		if from, hasFrom = parsePaginationToken(s); !hasFrom {
 			return httpapi.InvalidParam("Invalid from token")
 		}
 	}
 	if s := q.Get("to"); s != "" {
-		if to, hasTo = parseStreamToken(s); !hasTo {
+		if to, hasTo = parsePaginationToken(s); !hasTo {
 			return httpapi.InvalidParam("Invalid to token")
 		}
 	}
@@ -401,6 +518,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, d *Device) error 
 	var bound int64
 	if backwards {
 		from = min(from, rr.upper)
+		bound = minStreamPos
 		if hasTo {
 			bound = to
 		}
@@ -414,6 +532,11 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, d *Device) error 
 	if limit > 0 {
 		if p, err = a.scan(ctx, rr, filter, from, bound, backwards, limit); err != nil {
 			return err
+		}
+		if backwards && !hasTo && !p.more {
+			if p, err = a.backfill(ctx, rr, filter, p, limit); err != nil {
+				return err
+			}
 		}
 	} else {
 		p.more = (backwards && from > bound) || (!backwards && from < bound)
@@ -500,7 +623,7 @@ func (a *API) visibleEvent(ctx context.Context, rr *roomReader, eventID string) 
 	if err != nil {
 		return nil, err
 	}
-	if e.RoomID() != rr.roomID || e.StreamPos <= 0 || e.StreamPos > rr.upper {
+	if e.RoomID() != rr.roomID || e.StreamPos == 0 || e.StreamPos > rr.upper {
 		return nil, notFound
 	}
 	ok, err := rr.visibility.allows(ctx, e)
@@ -536,7 +659,7 @@ func (a *API) eventContext(w http.ResponseWriter, r *http.Request, d *Device) er
 	// NOTSPEC: the limit is split as Synapse does, the smaller half before the event.
 	beforeLimit := limit / 2
 	afterLimit := limit - beforeLimit
-	before, err := a.scan(ctx, rr, filter, e.StreamPos-1, 0, true, beforeLimit)
+	before, err := a.scan(ctx, rr, filter, e.StreamPos-1, minStreamPos, true, beforeLimit)
 	if err != nil {
 		return err
 	}
@@ -618,7 +741,7 @@ func (a *API) members(w http.ResponseWriter, r *http.Request, d *Device) error {
 	var at int64
 	hasAt := false
 	if s := q.Get("at"); s != "" {
-		if at, hasAt = parseStreamToken(s); !hasAt {
+		if at, hasAt = parsePaginationToken(s); !hasAt {
 			return httpapi.InvalidParam("Invalid at token")
 		}
 	}

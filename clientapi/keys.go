@@ -5,9 +5,11 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -21,9 +23,10 @@ import (
 // End-to-end encryption: the key management API (client-server API "End-to-End
 // Encryption" › "Key management API", keys.yaml, cross_signing.yaml). The rules live in
 // package keys; these handlers read and write storage, and announce device-list changes
-// on the stream so that /sync and /keys/changes report them.
-//
-// Users of other servers are not reached yet: their keys are reported under "failures".
+// on the stream so that /sync and /keys/changes report them. Keys of other servers' users
+// are read and claimed through the federation (RemoteKeys), and changes of our users'
+// device lists are announced to the servers sharing a room with them in the same
+// transaction as the change.
 
 // keysRoutes mounts the end-to-end encryption endpoints under one client-server API version
 // prefix: keys, to-device messages and key backup.
@@ -46,6 +49,11 @@ const (
 	// maxQueriedDevices bounds the users plus devices named in one /keys/query or
 	// /keys/claim.
 	maxQueriedDevices = 10_000
+	// defaultRemoteKeysTimeout is how long /keys/query and /keys/claim wait for other
+	// servers when the request names no timeout (keys.yaml: "Defaults to 10 seconds"), and
+	// maxRemoteKeysTimeout the longest a request may ask for (NOTSPEC).
+	defaultRemoteKeysTimeout = 10 * time.Second
+	maxRemoteKeysTimeout     = 60 * time.Second
 )
 
 // signedCurve25519 is the one-time key algorithm every Olm client uses; its count is always
@@ -68,29 +76,48 @@ func serverOf(userID string) string {
 }
 
 // changeDeviceList runs fn in a transaction at a fresh stream position; when fn reports a
-// change of userID's device list, the change is recorded and announced to the users who
-// share a room with userID (and to userID's own other devices) through the stream.
+// change of userID's device list, the change is recorded and announced to the users of this
+// server who share a room with userID (and to userID's own other devices) through the
+// stream. For one of our users, the change is also queued for the other servers sharing a
+// room with them (server-server API "Device Management": m.device_list_update,
+// m.signing_key_update) in the same transaction, so that it reaches them even across a
+// restart.
 func (a *API) changeDeviceList(ctx context.Context, userID string, fn func(tx *storage.Tx, pos int64) (bool, error)) error {
 	stream := a.rooms.Stream()
 	pos := stream.Allocate()
 	changed := false
+	isLocal := a.isLocalUser(userID)
+	var destinations []string
 	err := a.db.WithTx(ctx, func(tx *storage.Tx) error {
+		changed, destinations = false, nil
 		c, err := fn(tx, pos)
 		if err != nil || !c {
 			return err
 		}
 		changed = true
-		return storage.MarkDeviceListChanged(ctx, tx, userID, pos)
+		if err := storage.MarkDeviceListChanged(ctx, tx, userID, pos); err != nil {
+			return err
+		}
+		if isLocal && a.remoteKeys != nil {
+			destinations, err = a.remoteKeys.QueueDeviceListUpdates(ctx, tx, userID)
+		}
+		return err
 	})
 	if err != nil || !changed {
 		stream.Finish(pos)
 		return err
 	}
+	if a.remoteKeys != nil {
+		a.remoteKeys.Wake(destinations...)
+	}
 	viewers, verr := storage.UsersSharingRooms(ctx, a.db, userID)
 	if verr != nil {
 		a.log.Warn("list users sharing rooms", "user", userID, "err", verr)
 	}
-	local := []string{userID}
+	var local []string
+	if isLocal {
+		local = append(local, userID)
+	}
 	for _, v := range viewers {
 		if v != userID && a.isLocalUser(v) {
 			local = append(local, v)
@@ -103,6 +130,17 @@ func (a *API) changeDeviceList(ctx context.Context, userID string, fn func(tx *s
 	stream.MarkChanged(pos, changes...)
 	stream.Finish(pos, local...)
 	return nil
+}
+
+// ChangeRemoteDeviceList runs fn in a transaction; when it reports a change of the device
+// list of userID, a user of another server (their cached devices or cross-signing keys),
+// our users sharing a room with them see userID in device_lists.changed of their next
+// /sync (client-server API "Tracking the device list for a user").
+func (a *API) ChangeRemoteDeviceList(ctx context.Context, userID string, fn func(tx *storage.Tx) (bool, error)) error {
+	if a.isLocalUser(userID) {
+		return fmt.Errorf("%s is a user of this server", userID)
+	}
+	return a.changeDeviceList(ctx, userID, func(tx *storage.Tx, _ int64) (bool, error) { return fn(tx) })
 }
 
 // markOneTimeKeysChanged records that a device's one-time or fallback keys changed, so that
@@ -237,19 +275,104 @@ func (a *API) storeDeviceUpload(ctx context.Context, userID, deviceID string, re
 	return counts, nil
 }
 
-// remoteFailure is the "failures" entry of a server whose users' keys were asked for.
-// NOTSPEC: keys are not fetched over federation yet, so every remote server is reported as
-// unreachable, in Synapse's shape for a server it could not reach.
-func remoteFailure() map[string]any {
-	return map[string]any{"status": http.StatusServiceUnavailable, "message": "Keys of remote users are not available yet"}
+// remoteTimeout reads the "timeout" of /keys/query and /keys/claim (milliseconds), with its
+// default.
+func remoteTimeout(ms *int64) time.Duration {
+	if ms == nil || *ms <= 0 {
+		return defaultRemoteKeysTimeout
+	}
+	return min(time.Duration(*ms)*time.Millisecond, maxRemoteKeysTimeout)
 }
 
-// POST /keys/query (keys.yaml queryKeys): the device keys of the named local users (all
-// devices, or those listed), each with unsigned.device_display_name, and their cross-signing
-// keys — the user-signing key only of the requester — with the signatures uploaded for them.
+// serverDisabled is the "failures" entry of a server whose users' keys were asked for
+// while this server does not federate. NOTSPEC: Synapse's shape for an unreachable server.
+func serverDisabled() map[string]any {
+	return map[string]any{"status": http.StatusServiceUnavailable, "message": "Federation is disabled on this server"}
+}
+
+// keysOfUsers is the keys of several users, by key kind, as /keys/query answers them.
+type keysOfUsers struct {
+	devices     map[string]map[string]json.RawMessage
+	master      map[string]json.RawMessage
+	selfSigning map[string]json.RawMessage
+	userSigning map[string]json.RawMessage
+}
+
+// localKeys reads the keys of our users named in request (user ID → device IDs, none
+// meaning all): device keys with unsigned.device_display_name, master and self-signing keys,
+// and the user-signing key of viewer only, each with the signatures uploaded for it that
+// viewer may see ("" for another server: the owner's own signatures).
+func (a *API) localKeys(ctx context.Context, request map[string][]string, viewer string) (*keysOfUsers, error) {
+	out := &keysOfUsers{devices: map[string]map[string]json.RawMessage{}, master: map[string]json.RawMessage{},
+		selfSigning: map[string]json.RawMessage{}, userSigning: map[string]json.RawMessage{}}
+	for userID, devices := range request {
+		if !a.isLocalUser(userID) {
+			continue
+		}
+		rows, err := storage.QueryDeviceKeys(ctx, a.db, userID, devices)
+		if err != nil {
+			return nil, err
+		}
+		signatures, err := storage.KeySignaturesOf(ctx, a.db, userID, viewer)
+		if err != nil {
+			return nil, err
+		}
+		byTarget := map[string][]storage.KeySignature{}
+		for _, s := range signatures {
+			byTarget[s.TargetKeyID] = append(byTarget[s.TargetKeyID], s)
+		}
+		userDevices := map[string]json.RawMessage{}
+		for _, row := range rows {
+			object := keys.WithSignatures(row.KeyJSON, byTarget[row.DeviceID])
+			unsigned := map[string]any{}
+			if row.DisplayName != "" {
+				unsigned["device_display_name"] = row.DisplayName
+			}
+			userDevices[row.DeviceID] = keys.WithUnsigned(object, unsigned)
+		}
+		out.devices[userID] = userDevices
+		cross, err := storage.CrossSigningKeys(ctx, a.db, userID)
+		if err != nil {
+			return nil, err
+		}
+		add := func(into map[string]json.RawMessage, keyType string) {
+			raw, ok := cross[keyType]
+			if !ok {
+				return
+			}
+			if key := keys.StoredCrossSigningKey(raw, userID, keyType); key != nil {
+				into[userID] = keys.WithSignatures(raw, byTarget[key.PublicKey])
+			}
+		}
+		add(out.master, storage.KeyTypeMaster)
+		add(out.selfSigning, storage.KeyTypeSelfSigning)
+		if userID == viewer {
+			add(out.userSigning, storage.KeyTypeUserSigning)
+		}
+	}
+	return out, nil
+}
+
+// QueryLocalKeys answers another server's POST /user/keys/query (server-server API
+// "End-to-End Encryption") for our users: their device keys, master and self-signing keys.
+func (a *API) QueryLocalKeys(ctx context.Context, request map[string][]string) (devices map[string]map[string]json.RawMessage,
+	master, selfSigning map[string]json.RawMessage, err error) {
+	found, err := a.localKeys(ctx, request, "")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return found.devices, found.master, found.selfSigning, nil
+}
+
+// POST /keys/query (keys.yaml queryKeys): the device keys of the named users (all devices,
+// or those listed), each with unsigned.device_display_name, and their cross-signing keys —
+// the user-signing key only of the requester — with the signatures uploaded for them. Keys
+// of other servers' users come through the federation within "timeout"; servers that do
+// not answer are listed under "failures".
 func (a *API) queryKeys(w http.ResponseWriter, r *http.Request, d *Device) error {
 	var req struct {
 		DeviceKeys map[string][]string `json:"device_keys"`
+		Timeout    *int64              `json:"timeout"`
 	}
 	if err := httpapi.ReadJSON(r, maxKeysBody, &req); err != nil {
 		return err
@@ -265,75 +388,108 @@ func (a *API) queryKeys(w http.ResponseWriter, r *http.Request, d *Device) error
 		return httpapi.TooLarge("At most %d users and devices may be queried at once", maxQueriedDevices)
 	}
 	ctx := r.Context()
-	resp := map[string]any{}
-	deviceKeys := map[string]map[string]json.RawMessage{}
-	masterKeys := map[string]json.RawMessage{}
-	selfSigning := map[string]json.RawMessage{}
-	userSigning := map[string]json.RawMessage{}
-	failures := map[string]any{}
+	remote := map[string][]string{}
 	for userID, devices := range req.DeviceKeys {
-		if !a.isLocalUser(userID) {
-			if server := serverOf(userID); server != "" {
-				failures[server] = remoteFailure()
-			}
-			continue
-		}
-		rows, err := storage.QueryDeviceKeys(ctx, a.db, userID, devices)
-		if err != nil {
-			return err
-		}
-		signatures, err := storage.KeySignaturesOf(ctx, a.db, userID, d.UserID)
-		if err != nil {
-			return err
-		}
-		byTarget := map[string][]storage.KeySignature{}
-		for _, s := range signatures {
-			byTarget[s.TargetKeyID] = append(byTarget[s.TargetKeyID], s)
-		}
-		userDevices := map[string]json.RawMessage{}
-		for _, row := range rows {
-			object := keys.WithSignatures(row.KeyJSON, byTarget[row.DeviceID])
-			unsigned := map[string]any{}
-			if row.DisplayName != "" {
-				unsigned["device_display_name"] = row.DisplayName
-			}
-			userDevices[row.DeviceID] = keys.WithUnsigned(object, unsigned)
-		}
-		deviceKeys[userID] = userDevices
-		cross, err := storage.CrossSigningKeys(ctx, a.db, userID)
-		if err != nil {
-			return err
-		}
-		add := func(into map[string]json.RawMessage, keyType string) {
-			raw, ok := cross[keyType]
-			if !ok {
-				return
-			}
-			if key := keys.StoredCrossSigningKey(raw, userID, keyType); key != nil {
-				into[userID] = keys.WithSignatures(raw, byTarget[key.PublicKey])
-			}
-		}
-		add(masterKeys, storage.KeyTypeMaster)
-		add(selfSigning, storage.KeyTypeSelfSigning)
-		if userID == d.UserID {
-			add(userSigning, storage.KeyTypeUserSigning)
+		if !a.isLocalUser(userID) && serverOf(userID) != "" {
+			remote[userID] = devices
 		}
 	}
-	resp["device_keys"] = deviceKeys
-	resp["master_keys"] = masterKeys
-	resp["self_signing_keys"] = selfSigning
-	resp["user_signing_keys"] = userSigning
-	resp["failures"] = failures
-	httpapi.WriteJSON(w, http.StatusOK, resp)
+	found, err := a.localKeys(ctx, req.DeviceKeys, d.UserID)
+	if err != nil {
+		return err
+	}
+	failures := map[string]any{}
+	if len(remote) > 0 {
+		if a.remoteKeys == nil {
+			for userID := range remote {
+				failures[serverOf(userID)] = serverDisabled()
+			}
+		} else {
+			devices, master, selfSigning, failed := a.remoteKeys.QueryRemoteKeys(ctx, remote, remoteTimeout(req.Timeout))
+			for userID, v := range devices {
+				found.devices[userID] = v
+			}
+			for userID, v := range master {
+				signed, err := a.withViewerSignatures(ctx, userID, d.UserID, v)
+				if err != nil {
+					return err
+				}
+				found.master[userID] = signed
+			}
+			for userID, v := range selfSigning {
+				found.selfSigning[userID] = v
+			}
+			for server, v := range failed {
+				failures[server] = v
+			}
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+		"device_keys": found.devices, "master_keys": found.master, "self_signing_keys": found.selfSigning,
+		"user_signing_keys": found.userSigning, "failures": failures,
+	})
 	return nil
+}
+
+// withViewerSignatures adds to the master key of another server's user the signatures that
+// viewer (one of ours) made of it with their user-signing key and uploaded here.
+func (a *API) withViewerSignatures(ctx context.Context, userID, viewer string, master json.RawMessage) (json.RawMessage, error) {
+	key := keys.StoredCrossSigningKey(master, userID, storage.KeyTypeMaster)
+	if key == nil {
+		return master, nil
+	}
+	signatures, err := storage.KeySignaturesOf(ctx, a.db, userID, viewer)
+	if err != nil {
+		return nil, err
+	}
+	var mine []storage.KeySignature
+	for _, s := range signatures {
+		if s.SignerUserID == viewer && s.TargetKeyID == key.PublicKey {
+			mine = append(mine, s)
+		}
+	}
+	if len(mine) == 0 {
+		return master, nil
+	}
+	return keys.WithSignatures(master, mine), nil
+}
+
+// ClaimLocalKeys claims keys of our users' devices (user ID → device ID → algorithm): one
+// one-time key each, else the fallback key. It answers both /keys/claim and another
+// server's POST /user/keys/claim.
+func (a *API) ClaimLocalKeys(ctx context.Context, request map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error) {
+	claimed := map[string]map[string]map[string]json.RawMessage{}
+	for userID, devices := range request {
+		if !a.isLocalUser(userID) {
+			continue
+		}
+		for deviceID, algorithm := range devices {
+			key, ok, err := storage.ClaimOneTimeKey(ctx, a.db, userID, deviceID, algorithm)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+			a.markOneTimeKeysChanged(userID, deviceID)
+			if claimed[userID] == nil {
+				claimed[userID] = map[string]map[string]json.RawMessage{}
+			}
+			claimed[userID][deviceID] = map[string]json.RawMessage{key.Algorithm + ":" + key.KeyID: key.KeyJSON}
+		}
+	}
+	return claimed, nil
 }
 
 // POST /keys/claim (keys.yaml claimKeys): for each named device one one-time key of the
 // requested algorithm, else its fallback key. A one-time key is given out once; a fallback
-// key is marked used, which /sync reports to its device.
+// key is marked used, which /sync reports to its device. Keys of other servers' users are
+// claimed through the federation within "timeout"; servers that do not answer are listed
+// under "failures".
 func (a *API) claimKeys(w http.ResponseWriter, r *http.Request, d *Device) error {
 	var req struct {
 		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+		Timeout     *int64                       `json:"timeout"`
 	}
 	if err := httpapi.ReadJSON(r, maxKeysBody, &req); err != nil {
 		return err
@@ -349,28 +505,30 @@ func (a *API) claimKeys(w http.ResponseWriter, r *http.Request, d *Device) error
 		return httpapi.TooLarge("At most %d users and devices may be named at once", maxQueriedDevices)
 	}
 	ctx := r.Context()
-	claimed := map[string]map[string]map[string]json.RawMessage{}
-	failures := map[string]any{}
+	claimed, err := a.ClaimLocalKeys(ctx, req.OneTimeKeys)
+	if err != nil {
+		return err
+	}
+	remote := map[string]map[string]string{}
 	for userID, devices := range req.OneTimeKeys {
-		if !a.isLocalUser(userID) {
-			if server := serverOf(userID); server != "" {
-				failures[server] = remoteFailure()
-			}
-			continue
+		if !a.isLocalUser(userID) && serverOf(userID) != "" {
+			remote[userID] = devices
 		}
-		for deviceID, algorithm := range devices {
-			key, ok, err := storage.ClaimOneTimeKey(ctx, a.db, userID, deviceID, algorithm)
-			if err != nil {
-				return err
+	}
+	failures := map[string]any{}
+	if len(remote) > 0 {
+		if a.remoteKeys == nil {
+			for userID := range remote {
+				failures[serverOf(userID)] = serverDisabled()
 			}
-			if !ok {
-				continue
+		} else {
+			remoteClaimed, failed := a.remoteKeys.ClaimRemoteKeys(ctx, remote, remoteTimeout(req.Timeout))
+			for userID, v := range remoteClaimed {
+				claimed[userID] = v
 			}
-			a.markOneTimeKeysChanged(userID, deviceID)
-			if claimed[userID] == nil {
-				claimed[userID] = map[string]map[string]json.RawMessage{}
+			for server, v := range failed {
+				failures[server] = v
 			}
-			claimed[userID][deviceID] = map[string]json.RawMessage{key.Algorithm + ":" + key.KeyID: key.KeyJSON}
 		}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"one_time_keys": claimed, "failures": failures})
@@ -604,6 +762,16 @@ func (a *API) uploadCrossSigningKeys(w http.ResponseWriter, r *http.Request, d *
 	return nil
 }
 
+// remoteMasterKey is the master key of another server's user, nil when it is not known or
+// their server cannot be reached.
+func (a *API) remoteMasterKey(ctx context.Context, userID string) *keys.CrossSigningKey {
+	if a.remoteKeys == nil || serverOf(userID) == "" {
+		return nil
+	}
+	_, master, _, _ := a.remoteKeys.QueryRemoteKeys(ctx, map[string][]string{userID: {}}, defaultRemoteKeysTimeout)
+	return keys.StoredCrossSigningKey(master[userID], userID, storage.KeyTypeMaster)
+}
+
 // signatureFailure is one entry of the failures of /keys/signatures/upload.
 func signatureFailure(errcode, message string) map[string]string {
 	return map[string]string{"errcode": errcode, "error": message}
@@ -642,17 +810,18 @@ func (a *API) uploadSignatures(w http.ResponseWriter, r *http.Request, d *Device
 	}
 	accepted := map[string][]storage.KeySignature{}
 	for userID, objects := range req {
-		if !a.isLocalUser(userID) {
-			for keyID := range objects {
-				fail(userID, keyID, signatureFailure("M_UNRECOGNIZED", "Signing keys of remote users is not supported yet"))
+		var targetMaster *keys.CrossSigningKey
+		if a.isLocalUser(userID) {
+			targetCross, err := storage.CrossSigningKeys(ctx, a.db, userID)
+			if err != nil {
+				return err
 			}
-			continue
+			targetMaster = keys.StoredCrossSigningKey(targetCross[storage.KeyTypeMaster], userID, storage.KeyTypeMaster)
+		} else {
+			// Another server's user: their master key as their server (or our copy of their
+			// device list) has it. The signature stays here, visible to the signer only.
+			targetMaster = a.remoteMasterKey(ctx, userID)
 		}
-		targetCross, err := storage.CrossSigningKeys(ctx, a.db, userID)
-		if err != nil {
-			return err
-		}
-		targetMaster := keys.StoredCrossSigningKey(targetCross[storage.KeyTypeMaster], userID, storage.KeyTypeMaster)
 		for keyID, object := range objects {
 			sig, f, err := a.checkUploadedSignature(ctx, d, userID, keyID, object, targetMaster, selfSigning, userSigning)
 			if err != nil {

@@ -20,7 +20,7 @@ import (
 func (a *API) membershipRoutes(r chi.Router, authed func(func(http.ResponseWriter, *http.Request, *Device) error) http.Handler) {
 	r.Method(http.MethodPost, "/rooms/{roomId}/join", authed(a.joinRoomByID))
 	r.Method(http.MethodPost, "/join/{roomIdOrAlias}", authed(a.joinRoomByIDOrAlias))
-	r.Method(http.MethodPost, "/rooms/{roomId}/invite", authed(a.invite))
+	r.Method(http.MethodPost, "/rooms/{roomId}/invite", authed(a.inviteEitherForm))
 	r.Method(http.MethodPost, "/rooms/{roomId}/leave", authed(a.leave))
 	r.Method(http.MethodPost, "/knock/{roomIdOrAlias}", authed(a.knock))
 	r.Method(http.MethodPost, "/rooms/{roomId}/forget", authed(a.forget))

@@ -111,16 +111,29 @@ type strippedEvent struct {
 	Type     string          `json:"type"`
 }
 
-// streamToken formats a stream position as a token.
+// streamToken formats a stream position as a token: "s<pos>", where pos is negative
+// ("s-42") inside history backfilled from other servers, which sits below the room's
+// earliest local event (see events.go).
 func streamToken(pos int64) string { return "s" + strconv.FormatInt(pos, 10) }
 
-// parseStreamToken reads a token made by streamToken.
+// parseStreamToken reads a token made by streamToken at a position of the live stream
+// (not negative): the since token of /sync and the like, which never point into
+// backfilled history.
 func parseStreamToken(token string) (int64, bool) {
-	if !strings.HasPrefix(token, "s") {
+	pos, ok := parsePaginationToken(token)
+	return pos, ok && pos >= 0
+}
+
+// parsePaginationToken reads any token made by streamToken, negative positions included:
+// the from and to tokens of /messages, which page into backfilled history, and the at
+// token of /members.
+func parsePaginationToken(token string) (int64, bool) {
+	rest, ok := strings.CutPrefix(token, "s")
+	if !ok || rest == "" || rest[0] == '+' {
 		return 0, false
 	}
-	pos, err := strconv.ParseInt(token[1:], 10, 64)
-	return pos, err == nil && pos >= 0
+	pos, err := strconv.ParseInt(rest, 10, 64)
+	return pos, err == nil
 }
 
 // GET /sync. A since token or timeout that cannot be read is a bad parameter, 400

@@ -13,7 +13,10 @@ import (
 // Send-to-device messaging (client-server API "Send-to-Device messaging", to_device.yaml).
 // Messages are stored per target device at a stream position, delivered in /sync's
 // to_device, and deleted only once the device syncs from a later token: a response that is
-// lost is delivered again, and nothing is lost across a restart.
+// lost is delivered again, and nothing is lost across a restart. Messages to other
+// servers' users are queued, in the same transaction as the sender's transaction ID, as
+// m.direct_to_device EDUs (server-server API "Send-to-device messaging"); those of other
+// servers' users to ours arrive through ReceiveToDevice.
 
 // Limits of /sendToDevice. NOTSPEC: the spec sets none; Synapse bounds the body by its
 // general limit and the content like an event.
@@ -28,11 +31,8 @@ const (
 )
 
 // PUT /sendToDevice/{eventType}/{txnId} (to_device.yaml sendToDevice): messages to devices of
-// local users, "*" meaning every device of the user. A transaction ID already used by this
-// device answers success again without sending anything.
-//
-// NOTSPEC (for now): messages to users of other servers are dropped until the federation
-// of to-device messages (m.direct_to_device) is connected.
+// users of this server and of others, "*" meaning every device of the user. A transaction
+// ID already used by this device answers success again without sending anything.
 func (a *API) sendToDevice(w http.ResponseWriter, r *http.Request, d *Device) error {
 	eventType, txnID := pathParam(r, "eventType"), pathParam(r, "txnId")
 	if eventType == "" || len(eventType) > maxAccountDataType {
@@ -59,77 +59,141 @@ func (a *API) sendToDevice(w http.ResponseWriter, r *http.Request, d *Device) er
 		httpapi.WriteJSON(w, http.StatusOK, struct{}{})
 		return nil
 	}
-	messages, err := a.toDeviceTargets(ctx, d.UserID, eventType, req.Messages)
+	messages, remote, err := a.toDeviceTargets(ctx, d.UserID, eventType, req.Messages)
 	if err != nil {
 		return err
 	}
-	if err := a.storeToDevice(ctx, d.DeviceID, txnID, messages); err != nil {
+	if err := a.storeToDevice(ctx, d.UserID, d.DeviceID, txnID, eventType, messages, remote); err != nil {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
 	return nil
 }
 
+// ReceiveToDevice delivers a to-device message of another server's user (an
+// m.direct_to_device EDU) to our users' devices, "*" meaning all of a user's devices. The
+// message ID is recorded as the sender's transaction, so that the same message is delivered
+// once however often it arrives.
+func (a *API) ReceiveToDevice(ctx context.Context, sender, eventType, messageID string, messages map[string]map[string]json.RawMessage) error {
+	if len(eventType) > maxAccountDataType {
+		return httpapi.InvalidParam("Event type must be at most %d bytes", maxAccountDataType)
+	}
+	local, _, err := a.toDeviceTargets(ctx, sender, eventType, messages)
+	if err != nil {
+		return err
+	}
+	// A remote sender has no device of ours, so the empty device ID keeps its transaction
+	// IDs apart from those of our users' devices.
+	return a.storeToDevice(ctx, sender, "", "m.direct_to_device:"+messageID, eventType, local, nil)
+}
+
+// checkToDeviceContent checks the content of one to-device message.
+func checkToDeviceContent(content json.RawMessage) error {
+	if len(content) > maxToDeviceContent {
+		return httpapi.TooLarge("Message content exceeds %d bytes", maxToDeviceContent)
+	}
+	var object map[string]json.RawMessage
+	if err := json.Unmarshal(content, &object); err != nil || object == nil {
+		return httpapi.BadJSON("Message content must be a JSON object")
+	}
+	return nil
+}
+
 // toDeviceTargets expands the messages of a request into one message per existing local
-// target device.
-func (a *API) toDeviceTargets(ctx context.Context, sender, eventType string, byUser map[string]map[string]json.RawMessage) ([]storage.ToDeviceMessage, error) {
+// target device, and returns those for other servers' users (user ID → device ID or "*" →
+// content) apart, checked, when the federation is connected.
+func (a *API) toDeviceTargets(ctx context.Context, sender, eventType string, byUser map[string]map[string]json.RawMessage) (
+	[]storage.ToDeviceMessage, map[string]map[string]json.RawMessage, error) {
 	var out []storage.ToDeviceMessage
+	remote := map[string]map[string]json.RawMessage{}
+	targets := 0
 	for userID, byDevice := range byUser {
 		if !a.isLocalUser(userID) {
-			a.log.Debug("to-device message to remote user dropped", "user", userID)
+			if a.remoteKeys == nil || serverOf(userID) == "" {
+				a.log.Debug("to-device message to remote user dropped", "user", userID)
+				continue
+			}
+			for _, content := range byDevice {
+				if err := checkToDeviceContent(content); err != nil {
+					return nil, nil, err
+				}
+				if targets++; targets > maxToDeviceTargets {
+					return nil, nil, httpapi.TooLarge("At most %d devices may be sent to at once", maxToDeviceTargets)
+				}
+			}
+			if len(byDevice) > 0 {
+				remote[userID] = byDevice
+			}
 			continue
 		}
 		existing, err := storage.DeviceIDs(ctx, a.db, userID)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		exists := make(map[string]bool, len(existing))
 		for _, id := range existing {
 			exists[id] = true
 		}
 		for deviceID, content := range byDevice {
-			if len(content) > maxToDeviceContent {
-				return nil, httpapi.TooLarge("Message content exceeds %d bytes", maxToDeviceContent)
+			if err := checkToDeviceContent(content); err != nil {
+				return nil, nil, err
 			}
-			var object map[string]json.RawMessage
-			if err := json.Unmarshal(content, &object); err != nil || object == nil {
-				return nil, httpapi.BadJSON("Message content must be a JSON object")
-			}
-			targets := []string{deviceID}
+			devices := []string{deviceID}
 			if deviceID == "*" {
-				targets = existing
+				devices = existing
 			} else if !exists[deviceID] {
 				continue
 			}
-			for _, target := range targets {
+			for _, target := range devices {
 				if _, named := byDevice[target]; named && deviceID == "*" {
 					continue // the message addressed to the device by name wins over "*"
 				}
 				out = append(out, storage.ToDeviceMessage{UserID: userID, DeviceID: target, Sender: sender, Type: eventType, Content: content})
-				if len(out) > maxToDeviceTargets {
-					return nil, httpapi.TooLarge("At most %d devices may be sent to at once", maxToDeviceTargets)
+				if targets++; targets > maxToDeviceTargets {
+					return nil, nil, httpapi.TooLarge("At most %d devices may be sent to at once", maxToDeviceTargets)
 				}
 			}
 		}
 	}
-	return out, nil
+	return out, remote, nil
 }
 
 // storeToDevice stores messages (from one sender) at a fresh stream position under the
-// sender device's transaction ID and wakes the target devices.
-func (a *API) storeToDevice(ctx context.Context, senderDevice, txnID string, messages []storage.ToDeviceMessage) error {
-	if len(messages) == 0 {
+// sender device's transaction ID, queues those for other servers' users (remote) in the
+// same transaction, and wakes the target devices and servers. A transaction ID already
+// recorded sends nothing.
+func (a *API) storeToDevice(ctx context.Context, sender, senderDevice, txnID, eventType string, messages []storage.ToDeviceMessage,
+	remote map[string]map[string]json.RawMessage) error {
+	if len(messages) == 0 && len(remote) == 0 {
 		return nil
 	}
 	stream := a.rooms.Stream()
 	pos := stream.Allocate()
+	var destinations []string
 	err := a.db.WithTx(ctx, func(tx *storage.Tx) error {
-		_, err := storage.InsertToDevice(ctx, tx, senderDevice, txnID, pos, a.nowMS(), messages)
+		destinations = nil
+		fresh, err := true, error(nil)
+		if len(messages) > 0 {
+			fresh, err = storage.InsertToDevice(ctx, tx, senderDevice, txnID, pos, a.nowMS(), messages)
+		} else if txnID != "" {
+			fresh, err = storage.RecordToDeviceTxn(ctx, tx, sender, senderDevice, txnID, a.nowMS())
+		}
+		if err != nil || !fresh || len(remote) == 0 {
+			return err
+		}
+		destinations, err = a.remoteKeys.QueueToDevice(ctx, tx, sender, eventType, remote)
 		return err
 	})
 	if err != nil {
 		stream.Finish(pos)
 		return err
+	}
+	if len(destinations) > 0 {
+		a.remoteKeys.Wake(destinations...)
+	}
+	if len(messages) == 0 {
+		stream.Finish(pos)
+		return nil
 	}
 	changes := make([]string, 0, len(messages))
 	users := map[string]bool{}

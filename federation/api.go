@@ -40,7 +40,10 @@ func (a *API) Routes(r chi.Router) {
 		a.membershipRoutes(r)
 		a.inviteRoutes(r)
 		a.eventRoutes(r)
+		a.thirdPartyRoutes(r)
 	})
+	// Identity servers call /3pid/onbind without X-Matrix signatures.
+	a.openThirdPartyRoutes(r)
 }
 
 // handler adapts a handler that gets the authenticated origin and returns an error.

@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -255,29 +256,17 @@ func (a *API) joinThrough(ctx context.Context, server, roomID, userID string, co
 	if err != nil {
 		return fmt.Errorf("make_join template: %w", err)
 	}
-	var resp sendJoinResponse
-	err = a.Client.DoJSON(ctx, Request{Method: http.MethodPut, Destination: server,
+	// The answer holds the room's whole state. The client hands the body over as received
+	// (within MaxResponseSize); rooms.JoinFromStream reads it as a stream and parses, checks
+	// and stores its events a batch at a time, never all at once. It also takes the resident
+	// server's copy of our join ("event") when there is one.
+	body, err := a.Client.Do(ctx, Request{Method: http.MethodPut, Destination: server,
 		URI:  "/_matrix/federation/v2/send_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(join.EventID()),
-		Body: json.RawMessage(join.JSON()), MaxResponseSize: 256 << 20}, &resp)
+		Body: json.RawMessage(join.JSON()), MaxResponseSize: 256 << 20})
 	if err != nil {
 		return fmt.Errorf("send_join: %w", err)
 	}
-	state, err := parsePDUs(resp.State, rv)
-	if err != nil {
-		return fmt.Errorf("send_join state: %w", err)
-	}
-	chain, err := parsePDUs(resp.AuthChain, rv)
-	if err != nil {
-		return fmt.Errorf("send_join auth chain: %w", err)
-	}
-	if len(resp.Event) > 0 {
-		// The resident server may have added its signature (restricted joins); take that
-		// copy if it is still our event.
-		if signed, err := spec.ParseEvent(resp.Event, rv); err == nil && signed.EventID() == join.EventID() {
-			join = signed
-		}
-	}
-	_, err = a.Rooms.JoinFromState(ctx, join, state, chain, a.Keys.KeyLookup(ctx))
+	_, err = a.Rooms.JoinFromStream(ctx, join, bytes.NewReader(body), a.Keys.KeyLookup(ctx))
 	return err
 }
 

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -20,12 +21,20 @@ import (
 func TestJoinOverFederation(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
 		for _, version := range []string{"10", "12"} {
-			t.Run("v"+version, func(t *testing.T) { testJoinOverFederation(t, db, version) })
+			for _, stream := range []bool{true, false} {
+				name := "v" + version + "/state"
+				if stream {
+					name = "v" + version + "/stream"
+				}
+				t.Run(name, func(t *testing.T) { testJoinOverFederation(t, db, version, stream) })
+			}
 		}
 	})
 }
 
-func testJoinOverFederation(t *testing.T, db *storage.DB, version string) {
+// testJoinOverFederation joins through JoinFromStream, from the send_join response body,
+// or (stream false) through JoinFromState, from the parsed state and auth chain.
+func testJoinOverFederation(t *testing.T, db *storage.DB, version string, stream bool) {
 	ctx := context.Background()
 	resident := newTestServer(t, db)
 	joiningDB := storagetest.NewDB(t, db.Engine())
@@ -95,10 +104,18 @@ func testJoinOverFederation(t *testing.T, db *storage.DB, version string) {
 	}
 
 	// The joining server stores the room.
-	ours, err := joining.JoinFromState(ctx, join, toSpec(stateEvents), toSpec(chainEvents), keys)
-	if err != nil || ours.Status != storage.EventAccepted {
-		t.Fatalf("join from state: %+v, %v", ours, err)
+	var ours *Event
+	if stream {
+		body, _ := json.Marshal(map[string]any{"origin": resident.identity.ServerName, "event": json.RawMessage(accepted.JSON()),
+			"state": wireEvents(stateEvents), "auth_chain": wireEvents(chainEvents)})
+		ours, err = joining.JoinFromStream(ctx, join, bytes.NewReader(body), keys)
+	} else {
+		ours, err = joining.JoinFromState(ctx, join, toSpec(stateEvents), toSpec(chainEvents), keys)
 	}
+	if err != nil || ours.Status != storage.EventAccepted {
+		t.Fatalf("join: %+v, %v", ours, err)
+	}
+	assertNoJoinStage(t, joiningDB)
 	for _, user := range []string{alice, jo} {
 		if m, _, err := joining.Membership(ctx, roomID, user); err != nil || m != "join" {
 			t.Fatalf("on the joining server, %s is %q (%v)", user, m, err)
@@ -127,5 +144,19 @@ func testJoinOverFederation(t *testing.T, db *storage.DB, version string) {
 	state, _, err := fresh.CurrentState(ctx, roomID)
 	if err != nil || len(state) != 5 {
 		t.Fatalf("joining server's state after reload: %d events, %v", len(state), err)
+	}
+}
+
+// assertNoJoinStage fails unless the join staging tables are empty.
+func assertNoJoinStage(t *testing.T, db *storage.DB) {
+	t.Helper()
+	for _, table := range []string{"join_stages", "join_staged_events", "join_staged_auth"} {
+		var n int
+		if err := db.QueryRow(context.Background(), `SELECT COUNT(*) FROM `+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%s has %d rows after the join", table, n)
+		}
 	}
 }

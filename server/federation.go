@@ -46,6 +46,12 @@ func mountFederation(ctx context.Context, s *Server) error {
 		s.rooms.SetReceiveCheck(api.ReceiveCheck)
 		s.rooms.SetOutbound(api.Sender)
 		s.clientAPI.SetRemoteRooms(api)
+		// End-to-end encryption: device lists, keys and to-device messages of our users go to
+		// the servers sharing rooms with them, and theirs reach our users.
+		e2ee := &federation.E2EE{API: api, Local: s.clientAPI}
+		e2ee.Routes(s.federationRouter)
+		e2ee.HandleEDUs()
+		s.clientAPI.SetRemoteKeys(e2ee)
 		s.Background(func(ctx context.Context) {
 			if err := api.Sender.Start(ctx); err != nil {
 				s.log.Error("federation sender", "err", err)

@@ -636,3 +636,234 @@ func PutDehydratedDevice(ctx context.Context, q Querier, userID, deviceID string
 		userID, deviceID, string(deviceData))
 	return err
 }
+
+// Device lists over federation (server-server API "Device Management"): the outbound
+// m.device_list_update stream of each local user, and the cached device lists of other
+// servers' users.
+
+// OutboundDeviceList is what was last announced to other servers of a local user's device
+// list: the stream_id of the last m.device_list_update, the digest of the cross-signing
+// keys, and the digest of each device's keys and display name.
+type OutboundDeviceList struct {
+	StreamID           int64
+	CrossSigningDigest string
+	Devices            map[string]string
+}
+
+// LockOutboundDeviceList reads what was last announced of userID's device list, creating
+// its row if needed. The row is written first so that, in a transaction, concurrent changes
+// of the same user's device list are announced one after the other.
+func LockOutboundDeviceList(ctx context.Context, q Querier, userID string) (*OutboundDeviceList, error) {
+	if _, err := q.Exec(ctx, `INSERT INTO device_list_outbound (user_id, stream_id) VALUES ($1, 0)
+		ON CONFLICT (user_id) DO UPDATE SET stream_id = device_list_outbound.stream_id`, userID); err != nil {
+		return nil, err
+	}
+	out := &OutboundDeviceList{Devices: map[string]string{}}
+	if err := q.QueryRow(ctx, `SELECT stream_id, cross_signing_digest FROM device_list_outbound WHERE user_id = $1`, userID).
+		Scan(&out.StreamID, &out.CrossSigningDigest); err != nil {
+		return nil, err
+	}
+	rows, err := q.Query(ctx, `SELECT device_id, digest FROM device_list_outbound_devices WHERE user_id = $1`, userID)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var deviceID, digest string
+		if err := rows.Scan(&deviceID, &digest); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out.Devices[deviceID] = digest
+	}
+	return out, closeRows(rows)
+}
+
+// SaveOutboundDeviceList records what was announced of userID's device list: the new
+// stream_id and cross-signing digest, the digests of changed devices and the removal of
+// deleted ones.
+func SaveOutboundDeviceList(ctx context.Context, q Querier, userID string, streamID int64, crossSigningDigest string,
+	changed map[string]string, deleted []string) error {
+	if _, err := q.Exec(ctx, `UPDATE device_list_outbound SET stream_id = $2, cross_signing_digest = $3 WHERE user_id = $1`,
+		userID, streamID, crossSigningDigest); err != nil {
+		return err
+	}
+	for deviceID, digest := range changed {
+		if _, err := q.Exec(ctx, `INSERT INTO device_list_outbound_devices (user_id, device_id, digest) VALUES ($1, $2, $3)
+			ON CONFLICT (user_id, device_id) DO UPDATE SET digest = excluded.digest`, userID, deviceID, digest); err != nil {
+			return err
+		}
+	}
+	for _, deviceID := range deleted {
+		if _, err := q.Exec(ctx, `DELETE FROM device_list_outbound_devices WHERE user_id = $1 AND device_id = $2`,
+			userID, deviceID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OutboundDeviceListStreamID is the stream_id of the last m.device_list_update made for a
+// local user, 0 if none.
+func OutboundDeviceListStreamID(ctx context.Context, q Querier, userID string) (int64, error) {
+	var id int64
+	err := q.QueryRow(ctx, `SELECT stream_id FROM device_list_outbound WHERE user_id = $1`, userID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return id, err
+}
+
+// SharesRoomWithServer reports whether userID is joined to a room that a user of server
+// is joined to.
+func SharesRoomWithServer(ctx context.Context, q Querier, userID, server string) (bool, error) {
+	suffix := ":" + server
+	var n int
+	err := q.QueryRow(ctx, `SELECT COUNT(*) FROM (`+sharedJoinedUsers+`
+		AND length(other.state_key) > $3 AND substr(other.state_key, length(other.state_key) - $3 + 1) = $2
+		LIMIT 1) AS shared`, userID, suffix, len(suffix)).Scan(&n)
+	return n > 0, err
+}
+
+// RemoteDevice is one device of another server's user in the cache.
+type RemoteDevice struct {
+	DeviceID    string
+	KeyJSON     []byte
+	DisplayName string
+}
+
+// RemoteDeviceList is the cached device list of another server's user.
+type RemoteDeviceList struct {
+	UserID         string
+	StreamID       int64
+	MasterKey      []byte
+	SelfSigningKey []byte
+	Devices        []RemoteDevice
+}
+
+// RemoteDeviceListStreamID is the stream_id the cached device list of userID is at; ok is
+// false when it is not cached.
+func RemoteDeviceListStreamID(ctx context.Context, q Querier, userID string) (id int64, ok bool, err error) {
+	err = q.QueryRow(ctx, `SELECT stream_id FROM remote_device_lists WHERE user_id = $1`, userID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	return id, err == nil, err
+}
+
+// LoadRemoteDeviceList reads the cached device list of userID, with the devices named in
+// deviceIDs (all when empty); ErrNotFound if it is not cached.
+func LoadRemoteDeviceList(ctx context.Context, q Querier, userID string, deviceIDs []string) (*RemoteDeviceList, error) {
+	l := &RemoteDeviceList{UserID: userID}
+	var master, selfSigning string
+	err := q.QueryRow(ctx, `SELECT stream_id, master_key, self_signing_key FROM remote_device_lists WHERE user_id = $1`, userID).
+		Scan(&l.StreamID, &master, &selfSigning)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if master != "" {
+		l.MasterKey = []byte(master)
+	}
+	if selfSigning != "" {
+		l.SelfSigningKey = []byte(selfSigning)
+	}
+	query := `SELECT device_id, key_json, display_name FROM remote_device_keys WHERE user_id = $1`
+	args := []any{userID}
+	if len(deviceIDs) > 0 {
+		query += ` AND device_id IN (` + placeholders(len(deviceIDs), 2) + `)`
+		for _, id := range deviceIDs {
+			args = append(args, id)
+		}
+	}
+	rows, err := q.Query(ctx, query+` ORDER BY device_id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var d RemoteDevice
+		var keyJSON string
+		if err := rows.Scan(&d.DeviceID, &keyJSON, &d.DisplayName); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		d.KeyJSON = []byte(keyJSON)
+		l.Devices = append(l.Devices, d)
+	}
+	return l, closeRows(rows)
+}
+
+// ReplaceRemoteDeviceList stores the whole device list of another server's user, as a
+// resync fetched it, in place of what was cached.
+func ReplaceRemoteDeviceList(ctx context.Context, q Querier, l *RemoteDeviceList, nowMS int64) error {
+	if err := DeleteRemoteDeviceList(ctx, q, l.UserID); err != nil {
+		return err
+	}
+	if _, err := q.Exec(ctx, `INSERT INTO remote_device_lists (user_id, stream_id, master_key, self_signing_key, updated_ts)
+		VALUES ($1, $2, $3, $4, $5)`, l.UserID, l.StreamID, string(l.MasterKey), string(l.SelfSigningKey), nowMS); err != nil {
+		return err
+	}
+	for _, d := range l.Devices {
+		if err := PutRemoteDevice(ctx, q, l.UserID, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteRemoteDeviceList forgets the cached device list of another server's user.
+func DeleteRemoteDeviceList(ctx context.Context, q Querier, userID string) error {
+	if _, err := q.Exec(ctx, `DELETE FROM remote_device_keys WHERE user_id = $1`, userID); err != nil {
+		return err
+	}
+	_, err := q.Exec(ctx, `DELETE FROM remote_device_lists WHERE user_id = $1`, userID)
+	return err
+}
+
+// SetRemoteDeviceListStreamID moves the cached device list of userID to stream_id id.
+func SetRemoteDeviceListStreamID(ctx context.Context, q Querier, userID string, id, nowMS int64) error {
+	_, err := q.Exec(ctx, `UPDATE remote_device_lists SET stream_id = $2, updated_ts = $3 WHERE user_id = $1`, userID, id, nowMS)
+	return err
+}
+
+// PutRemoteDevice stores one device of another server's user in the cache.
+func PutRemoteDevice(ctx context.Context, q Querier, userID string, d RemoteDevice) error {
+	_, err := q.Exec(ctx, `INSERT INTO remote_device_keys (user_id, device_id, key_json, display_name) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json, display_name = excluded.display_name`,
+		userID, d.DeviceID, string(d.KeyJSON), d.DisplayName)
+	return err
+}
+
+// RenameRemoteDevice changes the display name of a cached device, if it is cached.
+func RenameRemoteDevice(ctx context.Context, q Querier, userID, deviceID, displayName string) error {
+	_, err := q.Exec(ctx, `UPDATE remote_device_keys SET display_name = $3 WHERE user_id = $1 AND device_id = $2`,
+		userID, deviceID, displayName)
+	return err
+}
+
+// DeleteRemoteDevice removes one device of another server's user from the cache.
+func DeleteRemoteDevice(ctx context.Context, q Querier, userID, deviceID string) error {
+	_, err := q.Exec(ctx, `DELETE FROM remote_device_keys WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
+	return err
+}
+
+// SetRemoteCrossSigningKeys replaces the cached master and self-signing keys of another
+// server's user (nil leaves that key as it is) and reports whether the user is cached.
+func SetRemoteCrossSigningKeys(ctx context.Context, q Querier, userID string, master, selfSigning []byte) (bool, error) {
+	res, err := q.Exec(ctx, `UPDATE remote_device_lists SET master_key = COALESCE($2, master_key),
+		self_signing_key = COALESCE($3, self_signing_key) WHERE user_id = $1`, userID, nullableText(master), nullableText(selfSigning))
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// nullableText is b as a text parameter, NULL when b is nil.
+func nullableText(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
+}

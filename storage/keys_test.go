@@ -149,3 +149,83 @@ func TestKeyBackupVersions(t *testing.T) {
 		}
 	})
 }
+
+func TestOutboundDeviceListStream(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		user := "@alice:example.org"
+		if id, err := storage.OutboundDeviceListStreamID(ctx, db, user); err != nil || id != 0 {
+			t.Fatalf("stream_id before any update: %d, %v", id, err)
+		}
+		state, err := storage.LockOutboundDeviceList(ctx, db, user)
+		if err != nil || state.StreamID != 0 || len(state.Devices) != 0 {
+			t.Fatalf("fresh state: %+v, %v", state, err)
+		}
+		if err := storage.SaveOutboundDeviceList(ctx, db, user, 2, "cross", map[string]string{"A": "a", "B": "b"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.SaveOutboundDeviceList(ctx, db, user, 3, "cross", map[string]string{"A": "a2"}, []string{"B"}); err != nil {
+			t.Fatal(err)
+		}
+		state, err = storage.LockOutboundDeviceList(ctx, db, user)
+		if err != nil || state.StreamID != 3 || state.CrossSigningDigest != "cross" || len(state.Devices) != 1 || state.Devices["A"] != "a2" {
+			t.Fatalf("state after updates: %+v, %v", state, err)
+		}
+		if id, err := storage.OutboundDeviceListStreamID(ctx, db, user); err != nil || id != 3 {
+			t.Fatalf("stream_id: %d, %v", id, err)
+		}
+	})
+}
+
+func TestRemoteDeviceListCache(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		user := "@bob:remote.example"
+		if _, ok, err := storage.RemoteDeviceListStreamID(ctx, db, user); ok || err != nil {
+			t.Fatalf("uncached user: %v, %v", ok, err)
+		}
+		if cached, err := storage.SetRemoteCrossSigningKeys(ctx, db, user, []byte(`{"m":1}`), nil); cached || err != nil {
+			t.Fatalf("cross-signing keys of an uncached user: %v, %v", cached, err)
+		}
+		list := &storage.RemoteDeviceList{UserID: user, StreamID: 7, MasterKey: []byte(`{"m":1}`), Devices: []storage.RemoteDevice{
+			{DeviceID: "X", KeyJSON: []byte(`{"x":1}`), DisplayName: "phone"},
+			{DeviceID: "Y", KeyJSON: []byte(`{"y":1}`)},
+		}}
+		if err := storage.ReplaceRemoteDeviceList(ctx, db, list, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.PutRemoteDevice(ctx, db, user, storage.RemoteDevice{DeviceID: "Z", KeyJSON: []byte(`{"z":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.DeleteRemoteDevice(ctx, db, user, "Y"); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.RenameRemoteDevice(ctx, db, user, "Z", "laptop"); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.SetRemoteDeviceListStreamID(ctx, db, user, 9, 2); err != nil {
+			t.Fatal(err)
+		}
+		if cached, err := storage.SetRemoteCrossSigningKeys(ctx, db, user, nil, []byte(`{"s":1}`)); !cached || err != nil {
+			t.Fatalf("cross-signing keys: %v, %v", cached, err)
+		}
+		got, err := storage.LoadRemoteDeviceList(ctx, db, user, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.StreamID != 9 || string(got.MasterKey) != `{"m":1}` || string(got.SelfSigningKey) != `{"s":1}` || len(got.Devices) != 2 ||
+			got.Devices[0].DeviceID != "X" || got.Devices[0].DisplayName != "phone" || got.Devices[1].DeviceID != "Z" || got.Devices[1].DisplayName != "laptop" {
+			t.Fatalf("cached list: %+v", got)
+		}
+		one, err := storage.LoadRemoteDeviceList(ctx, db, user, []string{"Z"})
+		if err != nil || len(one.Devices) != 1 || string(one.Devices[0].KeyJSON) != `{"z":1}` {
+			t.Fatalf("one device: %+v, %v", one, err)
+		}
+		if err := storage.DeleteRemoteDeviceList(ctx, db, user); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := storage.LoadRemoteDeviceList(ctx, db, user, nil); err != storage.ErrNotFound {
+			t.Fatalf("after delete: %v", err)
+		}
+	})
+}

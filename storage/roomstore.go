@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -812,4 +813,304 @@ func AllocateBackfillPositions(ctx context.Context, q Querier, n int) (int64, er
 func SetBackfillPosition(ctx context.Context, q Querier, eventNID, pos int64) error {
 	_, err := q.Exec(ctx, `UPDATE events SET stream_pos = $1 WHERE event_nid = $2 AND stream_pos = 0`, pos, eventNID)
 	return err
+}
+
+// StoredEventRef is the numeric ID and status of a stored event.
+type StoredEventRef struct {
+	NID    int64
+	Status EventStatus
+}
+
+// insertEventsChunk bounds the rows of one multi-row INSERT into events (15 parameters each).
+const insertEventsChunk = 100
+
+// InsertEventsIfAbsent stores the events whose event ID is not stored yet, several rows per
+// statement, and returns the numeric ID and status of every one of them by event ID: the new
+// row's, or that of the row stored before (by an earlier join, say, or concurrently).
+func InsertEventsIfAbsent(ctx context.Context, q Querier, events []*EventRow) (map[string]StoredEventRef, error) {
+	ids := make([]string, 0, len(events))
+	for _, chunk := range chunks(events, insertEventsChunk) {
+		var sb strings.Builder
+		args := make([]any, 0, 15*len(chunk))
+		sb.WriteString(`INSERT INTO events (event_id, room_nid, stream_pos, status, depth, type, state_key, sender,
+			origin_ts, state_before, state_after, replaces_nid, sender_device, txn_id, json) VALUES `)
+		for i, e := range chunk {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("(" + placeholders(15, 15*i+1) + ")")
+			args = append(args, e.EventID, e.RoomNID, e.StreamPos, int(e.Status), e.Depth, e.Type, e.StateKey, e.Sender,
+				e.OriginTS, e.StateBefore, e.StateAfter, e.ReplacesNID, nullString(e.SenderDevice), nullString(e.TxnID), string(e.JSON))
+			ids = append(ids, e.EventID)
+		}
+		sb.WriteString(` ON CONFLICT (event_id) DO NOTHING`)
+		if _, err := q.Exec(ctx, sb.String(), args...); err != nil {
+			return nil, err
+		}
+	}
+	return StoredEventRefs(ctx, q, ids)
+}
+
+// StoredEventRefs looks up the numeric ID and status of events by event ID; events not
+// stored are left out.
+func StoredEventRefs(ctx context.Context, q Querier, ids []string) (map[string]StoredEventRef, error) {
+	out := make(map[string]StoredEventRef, len(ids))
+	for _, chunk := range chunks(ids, 500) {
+		rows, err := q.Query(ctx, `SELECT event_id, event_nid, status FROM events WHERE event_id IN (`+placeholders(len(chunk), 1)+`)`, textArgs(chunk)...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id string
+			var ref StoredEventRef
+			var status int
+			if err := rows.Scan(&id, &ref.NID, &status); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			ref.Status = EventStatus(status)
+			out[id] = ref
+		}
+		if err := closeRows(rows); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func textArgs(v []string) []any {
+	out := make([]any, len(v))
+	for i, x := range v {
+		out[i] = x
+	}
+	return out
+}
+
+// Staging of federated joins (migration 0014): the state and auth chain of a send_join
+// response, held in the database while they are checked.
+
+// JoinStagedEvent is one event of a send_join response in a join stage.
+type JoinStagedEvent struct {
+	EventID  string
+	InState  bool
+	Type     string
+	StateKey *string
+	JSON     []byte
+	// AuthIDs are the events it must be checked against, which are checked before it.
+	AuthIDs []string
+}
+
+// JoinStagedState is one entry of the room state of a join stage: a state event that passed
+// its checks and is stored.
+type JoinStagedState struct {
+	Type     string
+	StateKey string
+	EventNID int64
+}
+
+// NewJoinStage opens the staging of a join to roomID and returns its numeric ID.
+func NewJoinStage(ctx context.Context, q Querier, roomID string, nowMS int64) (int64, error) {
+	var nid int64
+	err := q.QueryRow(ctx, `INSERT INTO join_stages (room_id, created_ts) VALUES ($1, $2) RETURNING stage_nid`,
+		roomID, nowMS).Scan(&nid)
+	return nid, err
+}
+
+// stageEventsChunk bounds the rows of one multi-row INSERT into join_staged_events.
+const stageEventsChunk = 100
+
+// StageJoinEvents adds events to a stage, numbering them in order of arrival from firstSeq.
+// An event staged twice (listed in the state and in the auth chain) keeps its first copy
+// and is in the state if either listing put it there; its auth edges are recorded twice,
+// which CountJoinStageDependencies and FinishJoinStageBatch count and discount alike.
+func StageJoinEvents(ctx context.Context, q Querier, stageNID, firstSeq int64, events []JoinStagedEvent) error {
+	// One statement may not upsert a row twice (PostgreSQL): merge repeats first.
+	first := make(map[string]int, len(events))
+	unique := make([]JoinStagedEvent, 0, len(events))
+	for _, e := range events {
+		if i, ok := first[e.EventID]; ok {
+			unique[i].InState = unique[i].InState || e.InState
+			continue
+		}
+		first[e.EventID] = len(unique)
+		unique = append(unique, e)
+	}
+	events = unique
+	type edge struct{ eventID, authID string }
+	var edges []edge
+	for start, chunk := range chunks(events, stageEventsChunk) {
+		var sb strings.Builder
+		args := make([]any, 0, 7*len(chunk))
+		sb.WriteString(`INSERT INTO join_staged_events (stage_nid, event_id, seq, in_state, type, state_key, json) VALUES `)
+		for i, e := range chunk {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("(" + placeholders(7, 7*i+1) + ")")
+			args = append(args, stageNID, e.EventID, firstSeq+int64(start*stageEventsChunk+i), e.InState, e.Type, e.StateKey, string(e.JSON))
+			for i, authID := range e.AuthIDs {
+				if !slices.Contains(e.AuthIDs[:i], authID) {
+					edges = append(edges, edge{e.EventID, authID})
+				}
+			}
+		}
+		sb.WriteString(` ON CONFLICT (stage_nid, event_id) DO UPDATE SET in_state = join_staged_events.in_state OR excluded.in_state`)
+		if _, err := q.Exec(ctx, sb.String(), args...); err != nil {
+			return err
+		}
+	}
+	for _, chunk := range chunks(edges, 300) {
+		var sb strings.Builder
+		args := make([]any, 0, 3*len(chunk))
+		sb.WriteString(`INSERT INTO join_staged_auth (stage_nid, event_id, auth_id) VALUES `)
+		for i, e := range chunk {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("(" + placeholders(3, 3*i+1) + ")")
+			args = append(args, stageNID, e.eventID, e.authID)
+		}
+		if _, err := q.Exec(ctx, sb.String(), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AnalyzeJoinStaging refreshes the planner's statistics of the staging tables, which grow
+// from nothing to a room's whole state within seconds, long before the engine would notice:
+// without them PostgreSQL plans the joins of a large stage as if it held one row.
+func AnalyzeJoinStaging(ctx context.Context, q Querier) error {
+	for _, table := range []string{"join_staged_events", "join_staged_auth"} {
+		if _, err := q.Exec(ctx, `ANALYZE `+table); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CountJoinStageDependencies sets, for every event of a stage, how many of its auth events
+// are staged too: the ones to check before it. Call it once everything is staged.
+func CountJoinStageDependencies(ctx context.Context, q Querier, stageNID int64) error {
+	_, err := q.Exec(ctx, `UPDATE join_staged_events SET pending = d.n
+		FROM (SELECT a.event_id, COUNT(*) AS n FROM join_staged_auth a
+			JOIN join_staged_events s ON s.stage_nid = a.stage_nid AND s.event_id = a.auth_id
+			WHERE a.stage_nid = $1 GROUP BY a.event_id) AS d
+		WHERE join_staged_events.stage_nid = $1 AND join_staged_events.event_id = d.event_id`, stageNID)
+	return err
+}
+
+// ReadyJoinStagedEvents reads up to limit events of a stage that wait to be checked and whose
+// staged auth events have all been checked, in order of arrival (ID and JSON only).
+func ReadyJoinStagedEvents(ctx context.Context, q Querier, stageNID int64, limit int) ([]JoinStagedEvent, error) {
+	rows, err := q.Query(ctx, `SELECT event_id, json FROM join_staged_events
+		WHERE stage_nid = $1 AND status = 0 AND pending = 0 ORDER BY seq LIMIT $2`, stageNID, limit)
+	if err != nil {
+		return nil, err
+	}
+	var out []JoinStagedEvent
+	for rows.Next() {
+		var e JoinStagedEvent
+		var js string
+		if err := rows.Scan(&e.EventID, &js); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		e.JSON = []byte(js)
+		out = append(out, e)
+	}
+	return out, closeRows(rows)
+}
+
+// JoinStagedEventJSON reads the JSON of one staged event; ErrNotFound if it is not staged.
+func JoinStagedEventJSON(ctx context.Context, q Querier, stageNID int64, eventID string) ([]byte, error) {
+	var js string
+	err := q.QueryRow(ctx, `SELECT json FROM join_staged_events WHERE stage_nid = $1 AND event_id = $2`, stageNID, eventID).Scan(&js)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return []byte(js), err
+}
+
+// Statuses of staged events.
+const (
+	joinStagedPassed = 1
+	joinStagedFailed = 2
+)
+
+// FinishJoinStageBatch records the outcome of checking a batch of staged events: the
+// events that passed and are stored, those that failed. The events that wait on them have
+// that many staged auth events fewer to wait for.
+func FinishJoinStageBatch(ctx context.Context, q Querier, stageNID int64, passed, failed []string) error {
+	for _, outcome := range []struct {
+		status int
+		ids    []string
+	}{{joinStagedPassed, passed}, {joinStagedFailed, failed}} {
+		for _, chunk := range chunks(outcome.ids, 500) {
+			args := append([]any{stageNID, outcome.status}, textArgs(chunk)...)
+			if _, err := q.Exec(ctx, `UPDATE join_staged_events SET status = $2
+				WHERE stage_nid = $1 AND event_id IN (`+placeholders(len(chunk), 3)+`)`, args...); err != nil {
+				return err
+			}
+			if _, err := q.Exec(ctx, `UPDATE join_staged_events SET pending = pending - d.n
+				FROM (SELECT event_id, COUNT(*) AS n FROM join_staged_auth
+					WHERE stage_nid = $1 AND auth_id IN (`+placeholders(len(chunk), 2)+`) GROUP BY event_id) AS d
+				WHERE join_staged_events.stage_nid = $1 AND join_staged_events.event_id = d.event_id
+				AND join_staged_events.status = 0`, append([]any{stageNID}, textArgs(chunk)...)...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// JoinStageState reads the state of a stage: its state events that passed their checks,
+// with their stored numeric IDs, in order of arrival.
+func JoinStageState(ctx context.Context, q Querier, stageNID int64) ([]JoinStagedState, error) {
+	rows, err := q.Query(ctx, `SELECT s.type, s.state_key, e.event_nid FROM join_staged_events s
+		JOIN events e ON e.event_id = s.event_id
+		WHERE s.stage_nid = $1 AND s.in_state = $2 AND s.status = $3 AND s.state_key IS NOT NULL
+		ORDER BY s.seq`, stageNID, true, joinStagedPassed)
+	if err != nil {
+		return nil, err
+	}
+	var out []JoinStagedState
+	for rows.Next() {
+		var e JoinStagedState
+		if err := rows.Scan(&e.Type, &e.StateKey, &e.EventNID); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, closeRows(rows)
+}
+
+// DeleteJoinStage removes a stage and everything staged in it.
+func DeleteJoinStage(ctx context.Context, q Querier, stageNID int64) error {
+	for _, query := range []string{
+		`DELETE FROM join_staged_auth WHERE stage_nid = $1`,
+		`DELETE FROM join_staged_events WHERE stage_nid = $1`,
+		`DELETE FROM join_stages WHERE stage_nid = $1`,
+	} {
+		if _, err := q.Exec(ctx, query, stageNID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteJoinStagesBefore removes the stages opened before beforeMS: left behind by a join
+// that did not end (the process stopped).
+func DeleteJoinStagesBefore(ctx context.Context, q Querier, beforeMS int64) error {
+	for _, query := range []string{
+		`DELETE FROM join_staged_auth WHERE stage_nid IN (SELECT stage_nid FROM join_stages WHERE created_ts < $1)`,
+		`DELETE FROM join_staged_events WHERE stage_nid IN (SELECT stage_nid FROM join_stages WHERE created_ts < $1)`,
+		`DELETE FROM join_stages WHERE created_ts < $1`,
+	} {
+		if _, err := q.Exec(ctx, query, beforeMS); err != nil {
+			return err
+		}
+	}
+	return nil
 }
