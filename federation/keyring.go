@@ -149,7 +149,15 @@ func (k *KeyRing) lookup(ctx context.Context, serverName, keyID string, atTS int
 		return key, nil
 	}
 	if !k.mayFetch(known) {
-		return nil, usableErr
+		// Fetched too recently — unless that fetch is still running: then its answer is
+		// the one to wait for, not a reason to give up.
+		if !k.waitInflight(ctx, serverName, directOnly) {
+			return nil, usableErr
+		}
+		if known, err = k.known(ctx, serverName); err != nil {
+			return nil, err
+		}
+		return usableKey(known, serverName, keyID, atTS)
 	}
 	minValidUntil := max(atTS, k.cfg.Now().UnixMilli())
 	if err := k.fetch(ctx, serverName, keyID, minValidUntil, directOnly); err != nil {
@@ -165,6 +173,22 @@ func (k *KeyRing) lookup(ctx context.Context, serverName, keyID string, atTS int
 		return nil, err
 	}
 	return usableKey(known, serverName, keyID, atTS)
+}
+
+// waitInflight waits for a running fetch of serverName's keys, reporting whether there was
+// one.
+func (k *KeyRing) waitInflight(ctx context.Context, serverName string, directOnly bool) bool {
+	k.mu.Lock()
+	call, running := k.inflight[fetchKey{serverName, directOnly}]
+	k.mu.Unlock()
+	if !running {
+		return false
+	}
+	select {
+	case <-call.done:
+	case <-ctx.Done():
+	}
+	return true
 }
 
 // mayFetch reports whether the last fetch of a server is RefetchInterval old.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -263,4 +264,42 @@ func TestLRU(t *testing.T) {
 	if _, ok := cache.get("b"); ok || cache.len() != 2 || len(evicted) != 1 || evicted[0] != 2 {
 		t.Errorf("after eviction: len %d, evicted %v", cache.len(), evicted)
 	}
+}
+
+// TestKeyRingConcurrentLookupsWaitForTheFetch: lookups that arrive while another one is
+// fetching the same server's keys wait for that fetch instead of failing for having
+// "fetched too recently".
+func TestKeyRingConcurrentLookupsWaitForTheFetch(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		clock := newFakeClock()
+		roots := testRoots(t)
+		remote := newTestServer(t, nil, clock, roots)
+		ring := newRing(t, db, clock, roots)
+		t0 := clock.Now()
+		if _, err := ring.Lookup(ctx, remote.name, "ed25519:a_1", t0.UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+		// Later the cached key has expired for events of that time: everyone refetches.
+		clock.Advance(2 * time.Hour)
+		atTS := t0.Add(25 * time.Hour).UnixMilli()
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for i := 0; i < 8; i++ {
+			wg.Go(func() {
+				_, err := ring.Lookup(ctx, remote.name, "ed25519:a_1", atTS)
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("a concurrent lookup failed: %v", err)
+			}
+		}
+		if got := remote.keyRequests.Load(); got != 2 {
+			t.Fatalf("%d key requests, want 2 (one merged refetch)", got)
+		}
+	})
 }
