@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
 
 	"github.com/scrambledeggs/eggs/httpapi"
@@ -172,4 +173,37 @@ func (a *API) ReceiveCheck(ctx context.Context, ev *spec.Event) error {
 		return nil
 	}
 	return a.CheckServerACL(ctx, ev.RoomID(), origin)
+}
+
+// aclProtectedPrefixes are the endpoints the server ACLs of a room guard (server-server API
+// "Server Access Control Lists (ACLs)"); /send applies them per PDU and EDU instead.
+var aclProtectedPrefixes = []string{
+	"/_matrix/federation/v1/make_join/", "/_matrix/federation/v1/make_leave/",
+	"/_matrix/federation/v1/send_join/", "/_matrix/federation/v2/send_join/",
+	"/_matrix/federation/v1/send_leave/", "/_matrix/federation/v2/send_leave/",
+	"/_matrix/federation/v1/invite/", "/_matrix/federation/v2/invite/",
+	"/_matrix/federation/v1/make_knock/", "/_matrix/federation/v1/send_knock/",
+	"/_matrix/federation/v1/state/", "/_matrix/federation/v1/state_ids/",
+	"/_matrix/federation/v1/backfill/", "/_matrix/federation/v1/event_auth/",
+	"/_matrix/federation/v1/get_missing_events/",
+}
+
+// aclGuard answers 403 M_FORBIDDEN to an origin the room's ACL denies, on the protected
+// endpoints. It runs after authentication and routing (the room ID is a path parameter).
+func (a *API) aclGuard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		protected := false
+		for _, prefix := range aclProtectedPrefixes {
+			protected = protected || strings.HasPrefix(r.URL.Path, prefix)
+		}
+		origin, ok := Origin(r.Context())
+		roomID := pathParam(r, "roomId")
+		if protected && ok && roomID != "" {
+			if err := a.CheckServerACL(r.Context(), roomID, origin); err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }

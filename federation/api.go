@@ -35,7 +35,7 @@ type API struct {
 func (a *API) Routes(r chi.Router) {
 	auth := &Authenticator{ServerName: a.ServerName, Keys: a.Keys, Now: a.Clock, MaxBodySize: maxTransactionSize}
 	r.Group(func(r chi.Router) {
-		r.Use(auth.Middleware)
+		r.Use(auth.Middleware, a.aclGuard)
 		r.Method(http.MethodPut, "/_matrix/federation/v1/send/{txnId}", a.handler(a.send))
 		a.membershipRoutes(r)
 		a.inviteRoutes(r)

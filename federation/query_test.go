@@ -116,6 +116,11 @@ func newQueryFixture(t *testing.T, db *storage.DB) *queryFixture {
 	router.Method(http.MethodGet, "/_matrix/federation/v1/timestamp_to_event/{roomId}", q.handler(q.timestampToEvent))
 	router.Method(http.MethodGet, "/_matrix/federation/v1/openid/userinfo", httpapi.Handler(q.openIDUserInfo))
 	q.directoryRoutes(router)
+	router.Group(func(r chi.Router) {
+		r.Use(api.aclGuard)
+		api.membershipRoutes(r)
+		api.eventRoutes(r)
+	})
 	return &queryFixture{api: q, rs: rs, roomID: roomID, peer: peer, router: router}
 }
 
@@ -195,6 +200,18 @@ func TestQueryEndpoints(t *testing.T) {
 		}
 		if status, _ := f.get(t, "other.example", "/_matrix/federation/v1/timestamp_to_event/"+f.roomID+"?ts=1&dir=f"); status != 200 {
 			t.Errorf("timestamp_to_event from an allowed server: %d", status)
+		}
+		// The endpoints the spec lists are guarded as a whole.
+		for _, uri := range []string{
+			"/_matrix/federation/v1/make_join/" + f.roomID + "/@eve:peer.example?ver=12",
+			"/_matrix/federation/v1/state_ids/" + f.roomID + "?event_id=$x",
+		} {
+			if status, body := f.get(t, "peer.example", uri); status != 403 || !strings.Contains(body, "M_FORBIDDEN") {
+				t.Errorf("%s from a denied server: %d %s", uri, status, body)
+			}
+		}
+		if status, body := f.get(t, "other.example", "/_matrix/federation/v1/make_join/"+f.roomID+"/@eve:other.example?ver=12"); status != 200 {
+			t.Errorf("make_join from an allowed server: %d %s", status, body)
 		}
 	})
 }
