@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/scrambledeggs/eggs/httpapi"
+	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
 )
@@ -33,7 +34,7 @@ func (a *API) makeLeave(w http.ResponseWriter, r *http.Request, origin string) e
 	return a.makeMembership(w, r, origin, "leave")
 }
 
-// makeMembership answers make_leave and make_knock: a template of the member event of
+// makeMembership answers make_join, make_leave and make_knock: a template of the member event of
 // userId, a user of the origin, if it would pass the auth rules now.
 func (a *API) makeMembership(w http.ResponseWriter, r *http.Request, origin, membership string) error {
 	roomID, userID := pathParam(r, "roomId"), pathParam(r, "userId")
@@ -48,15 +49,18 @@ func (a *API) makeMembership(w http.ResponseWriter, r *http.Request, origin, mem
 	if err != nil {
 		return roomError(err, roomID)
 	}
-	if membership == "knock" {
-		// knocks.yaml: "ver" lists the versions the knocking server supports.
-		if !slices.Contains(r.URL.Query()["ver"], rv.ID) {
-			e := httpapi.NewError(http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION",
-				"Your homeserver does not support the features required to knock on this version %s room", rv.ID)
-			e.Extra = map[string]any{"room_version": rv.ID}
-			return e
+	switch membership {
+	case "join", "knock":
+		// "ver" lists the versions the asking server supports; for make_join, absent
+		// means just "1" (joins-v1.yaml).
+		versions := r.URL.Query()["ver"]
+		if len(versions) == 0 && membership == "join" {
+			versions = []string{"1"}
 		}
-		if !rv.AllowKnocking {
+		if !slices.Contains(versions, rv.ID) {
+			return errIncompatibleRoomVersion(rv.ID, membership)
+		}
+		if membership == "knock" && !rv.AllowKnocking {
 			return httpapi.Forbidden("Room version %s does not support knocking", rv.ID)
 		}
 	}
@@ -90,10 +94,10 @@ func (a *API) sendLeaveV1(w http.ResponseWriter, r *http.Request, origin string)
 	return nil
 }
 
-// receiveMembership checks and accepts the leave or knock of send_leave and send_knock
-// (M_INVALID_PARAM for the checks the spec lists) and forwards it to the room's other
-// servers, which learn of it only from us.
-func (a *API) receiveMembership(r *http.Request, origin, membership string) (*spec.Event, error) {
+// receiveMembership checks and accepts the join, leave or knock of send_join, send_leave and
+// send_knock (M_INVALID_PARAM for the checks the spec lists) and forwards it to the room's
+// other servers, which learn of it only from us.
+func (a *API) receiveMembership(r *http.Request, origin, membership string) (*rooms.Event, error) {
 	ctx := r.Context()
 	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
 	rv, err := a.Rooms.RoomVersion(ctx, roomID)
@@ -134,7 +138,7 @@ func (a *API) receiveMembership(r *http.Request, origin, membership string) (*sp
 	if err := a.Rooms.Forward(ctx, stored, origin); err != nil {
 		a.Log.Warn("federation: forward a membership", "event_id", stored.EventID(), "err", err)
 	}
-	return stored.Event, nil
+	return stored, nil
 }
 
 // LeaveRemote makes userID (one of ours) leave roomID, a room this server is not part of

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"sort"
 	"strings"
 
@@ -17,7 +16,6 @@ import (
 	"github.com/scrambledeggs/eggs/httpapi"
 	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/spec"
-	"github.com/scrambledeggs/eggs/storage"
 )
 
 // Joining rooms across servers (server-server API "Joining Rooms"): make_join hands the
@@ -30,11 +28,11 @@ func (a *API) membershipRoutes(r chi.Router) {
 	r.Method(http.MethodPut, "/_matrix/federation/v1/send_join/{roomId}/{eventId}", a.handler(a.sendJoinV1))
 }
 
-// errIncompatibleRoomVersion is make_join's answer when the joining server supports none of
-// the room's version.
-func errIncompatibleRoomVersion(version string) *httpapi.Error {
+// errIncompatibleRoomVersion is the answer of make_join and make_knock when the asking
+// server does not support the room's version.
+func errIncompatibleRoomVersion(version, action string) *httpapi.Error {
 	e := httpapi.NewError(http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION",
-		"Your homeserver does not support the features required to join this version %s room", version)
+		"Your homeserver does not support the features required to %s this version %s room", action, version)
 	e.Extra = map[string]any{"room_version": version}
 	return e
 }
@@ -58,36 +56,7 @@ func roomError(err error, roomID string) error {
 
 // GET /_matrix/federation/v1/make_join/{roomId}/{userId}?ver=…
 func (a *API) makeJoin(w http.ResponseWriter, r *http.Request, origin string) error {
-	roomID, userID := pathParam(r, "roomId"), pathParam(r, "userId")
-	user, err := spec.ParseUserID(userID)
-	if err != nil {
-		return httpapi.InvalidParam("Invalid user ID")
-	}
-	if user.Server() != origin {
-		return httpapi.Forbidden("%s cannot make a join event for %s", origin, userID)
-	}
-	rv, err := a.Rooms.RoomVersion(r.Context(), roomID)
-	if err != nil {
-		return roomError(err, roomID)
-	}
-	// "ver" lists the versions the joining server supports; absent means just "1".
-	versions := r.URL.Query()["ver"]
-	if len(versions) == 0 {
-		versions = []string{"1"}
-	}
-	if !slices.Contains(versions, rv.ID) {
-		return errIncompatibleRoomVersion(rv.ID)
-	}
-	content := json.RawMessage(`{"membership":"join"}`)
-	if err := a.Rooms.CheckWouldPass(r.Context(), roomID, userID, "m.room.member", &userID, content); err != nil {
-		return roomError(err, roomID)
-	}
-	template, _, err := a.Rooms.Template(r.Context(), roomID, userID, "m.room.member", &userID, content)
-	if err != nil {
-		return roomError(err, roomID)
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"room_version": rv.ID, "event": template})
-	return nil
+	return a.makeMembership(w, r, origin, "join")
 }
 
 // sendJoinResponse is the body of send_join (v2).
@@ -126,39 +95,11 @@ func (a *API) sendJoinV1(w http.ResponseWriter, r *http.Request, origin string) 
 // room's member events other than the joiner's, and the auth chain covers what remains.
 func (a *API) sendJoin(r *http.Request, origin string) (*sendJoinResponse, error) {
 	ctx := r.Context()
-	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
-	rv, err := a.Rooms.RoomVersion(ctx, roomID)
-	if err != nil {
-		return nil, roomError(err, roomID)
-	}
-	body, err := httpapi.ReadBody(r, int64(spec.MaxEventSize))
+	join, err := a.receiveMembership(r, origin, "join")
 	if err != nil {
 		return nil, err
 	}
-	ev, err := spec.ParseEvent(body, rv)
-	if err != nil {
-		return nil, httpapi.BadJSON("Invalid join event: %v", err)
-	}
-	if ev.EventID() != eventID || ev.RoomID() != roomID {
-		return nil, httpapi.BadJSON("The event does not match the event and room IDs of the request")
-	}
-	if m, err := ev.Membership(); err != nil || m != "join" || !ev.StateKeyEquals(ev.Sender()) {
-		return nil, httpapi.BadJSON("Not a join event of its sender")
-	}
-	if sender, err := spec.ParseUserID(ev.Sender()); err != nil || sender.Server() != origin {
-		return nil, httpapi.Forbidden("%s cannot send a join for %s", origin, ev.Sender())
-	}
-	join, err := a.Rooms.ReceiveEvent(ctx, ev, a.Keys.KeyLookup(ctx))
-	if err != nil {
-		return nil, roomError(err, roomID)
-	}
-	if join.Status != storage.EventAccepted {
-		return nil, httpapi.Forbidden("The join does not pass the checks against the room's current state")
-	}
-	// The other servers of the room learn of the join from us, its only recipient.
-	if err := a.Rooms.Forward(ctx, join, origin); err != nil {
-		a.Log.Warn("federation: forward a join", "event_id", join.EventID(), "err", err)
-	}
+	ev := join.Event
 	state, err := a.Rooms.StateBefore(ctx, join)
 	if err != nil {
 		return nil, err
@@ -252,7 +193,7 @@ func (a *API) joinThrough(ctx context.Context, server, roomID, userID string, co
 	if !ok {
 		return fmt.Errorf("make_join: unsupported room version %q", made.RoomVersion)
 	}
-	join, err := a.completeTemplate(made.Event, rv, roomID, userID, content)
+	join, err := a.completeMembershipTemplate(made.Event, rv, roomID, userID, "join", content)
 	if err != nil {
 		return fmt.Errorf("make_join template: %w", err)
 	}
@@ -268,46 +209,6 @@ func (a *API) joinThrough(ctx context.Context, server, roomID, userID string, co
 	}
 	_, err = a.Rooms.JoinFromStream(ctx, join, bytes.NewReader(body), a.Keys.KeyLookup(ctx))
 	return err
-}
-
-// completeTemplate fills in and signs a make_join template.
-func (a *API) completeTemplate(raw json.RawMessage, rv *spec.RoomVersion, roomID, userID string, content map[string]any) (*spec.Event, error) {
-	var t struct {
-		Type       string          `json:"type"`
-		Sender     string          `json:"sender"`
-		StateKey   *string         `json:"state_key"`
-		RoomID     string          `json:"room_id"`
-		Content    json.RawMessage `json:"content"`
-		PrevEvents json.RawMessage `json:"prev_events"`
-		AuthEvents json.RawMessage `json:"auth_events"`
-		Depth      int64           `json:"depth"`
-	}
-	if err := json.Unmarshal(raw, &t); err != nil {
-		return nil, err
-	}
-	if t.Type != "m.room.member" || t.Sender != userID || t.StateKey == nil || *t.StateKey != userID || t.RoomID != roomID {
-		return nil, errors.New("the template is not a join of this user to this room")
-	}
-	merged := map[string]any{}
-	_ = json.Unmarshal(t.Content, &merged) // keeps join_authorised_via_users_server
-	for k, v := range content {
-		merged[k] = v
-	}
-	merged["membership"] = "join"
-	body, err := json.Marshal(merged)
-	if err != nil {
-		return nil, err
-	}
-	proto := spec.ProtoEvent{Type: t.Type, StateKey: t.StateKey, Sender: userID, RoomID: roomID, Content: body,
-		Depth: t.Depth, OriginServerTS: a.Clock().UnixMilli(), ReferenceHashes: map[string]string{}}
-	if proto.PrevEvents, err = eventRefs(t.PrevEvents, proto.ReferenceHashes); err != nil {
-		return nil, fmt.Errorf("prev_events: %w", err)
-	}
-	if proto.AuthEvents, err = eventRefs(t.AuthEvents, proto.ReferenceHashes); err != nil {
-		return nil, fmt.Errorf("auth_events: %w", err)
-	}
-	id := a.Client.cfg.Identity
-	return proto.Build(rv, id.ServerName, id.KeyID, id.Key)
 }
 
 // eventRefs reads a list of event references: IDs, or (room versions 1 and 2)
