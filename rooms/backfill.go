@@ -375,23 +375,9 @@ func (s *Server) ReceiveWithState(ctx context.Context, ev *spec.Event, state, au
 	if len(state)+len(authChain) > maxGapEvents {
 		return nil, fmt.Errorf("state and auth chain of %d events", len(state)+len(authChain))
 	}
-	if existing, err := s.EventByID(ctx, ev.EventID()); err == nil {
-		if existing.Status != storage.EventOutlier {
-			return existing, nil
-		}
-		// An event held as an outlier joins the room now: storing it takes over its row.
-	} else if !errors.Is(err, ErrEventNotFound) {
-		return nil, err
-	}
-	if err := spec.VerifyEventSignatures(ev, keys); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
-	}
-	if err := ev.CheckContentHash(); err != nil {
-		redacted, rerr := ev.Redacted()
-		if rerr != nil {
-			return nil, fmt.Errorf("redact event with a bad content hash: %w", rerr)
-		}
-		ev = redacted
+	ev, existing, err := s.admit(ctx, ev, keys)
+	if existing != nil || err != nil {
+		return existing, err
 	}
 	r, err := s.loadRoom(ctx, ev.RoomID())
 	if err != nil {

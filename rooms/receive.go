@@ -68,29 +68,10 @@ func (s *Server) SetReceiveCheck(check ReceiveCheck) { s.receiveCheck = check }
 // rejected event is stored too and returned with a *RejectedError. Receiving an event that is
 // already stored returns it unchanged.
 func (s *Server) ReceiveEvent(ctx context.Context, ev *spec.Event, keys spec.KeyLookup) (*Event, error) {
-	if existing, err := s.EventByID(ctx, ev.EventID()); err == nil && existing.Status == storage.EventRejected {
-		return existing, &RejectedError{EventID: ev.EventID(), Reason: errors.New("rejected before")}
-	} else if err == nil && existing.Status != storage.EventOutlier {
-		return existing, nil
-	} else if err != nil && !errors.Is(err, ErrEventNotFound) {
-		return nil, err
+	ev, existing, err := s.admit(ctx, ev, keys)
+	if existing != nil || err != nil {
+		return existing, err
 	}
-	if s.receiveCheck != nil {
-		if err := s.receiveCheck(ctx, ev); err != nil {
-			return nil, err
-		}
-	}
-	if err := spec.VerifyEventSignatures(ev, keys); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
-	}
-	if err := ev.CheckContentHash(); err != nil {
-		redacted, rerr := ev.Redacted()
-		if rerr != nil {
-			return nil, fmt.Errorf("redact event with a bad content hash: %w", rerr)
-		}
-		ev = redacted
-	}
-
 	r, err := s.loadRoom(ctx, ev.RoomID())
 	if errors.Is(err, ErrRoomNotFound) && ev.Type() == "m.room.create" {
 		r, err = s.newRoomFromCreate(ctx, ev)
@@ -132,6 +113,36 @@ func (s *Server) ReceiveEvent(ctx context.Context, ev *spec.Event, keys spec.Key
 		}
 	}
 	return s.persistReceived(ctx, r, ev, prevs, stateBefore, status)
+}
+
+// admit runs the checks every received event starts with: an event already stored is
+// returned as it is (an outlier is not: it may take its place in the room now); then the
+// receive check (server ACLs), signatures (a failure drops the event) and the content hash
+// (a mismatch redacts it). It returns the event to go on with.
+func (s *Server) admit(ctx context.Context, ev *spec.Event, keys spec.KeyLookup) (*spec.Event, *Event, error) {
+	if existing, err := s.EventByID(ctx, ev.EventID()); err == nil && existing.Status == storage.EventRejected {
+		return nil, existing, &RejectedError{EventID: ev.EventID(), Reason: errors.New("rejected before")}
+	} else if err == nil && existing.Status != storage.EventOutlier {
+		return nil, existing, nil
+	} else if err != nil && !errors.Is(err, ErrEventNotFound) {
+		return nil, nil, err
+	}
+	if s.receiveCheck != nil {
+		if err := s.receiveCheck(ctx, ev); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := spec.VerifyEventSignatures(ev, keys); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
+	}
+	if err := ev.CheckContentHash(); err != nil {
+		redacted, rerr := ev.Redacted()
+		if rerr != nil {
+			return nil, nil, fmt.Errorf("redact event with a bad content hash: %w", rerr)
+		}
+		ev = redacted
+	}
+	return ev, nil, nil
 }
 
 // newRoomFromCreate stores the header of a room first seen through its create event.
