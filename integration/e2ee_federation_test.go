@@ -4,11 +4,15 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto"
+	"maunium.net/go/mautrix/crypto/backup"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -21,6 +25,18 @@ import (
 // device_lists.changed.
 func waitForDevice(t *testing.T, d *cryptoDevice, userID id.UserID, deviceID id.DeviceID) {
 	t.Helper()
+	waitForDeviceList(t, d, userID, deviceID, true)
+}
+
+// waitForDeviceGone syncs d until its Olm machine no longer knows deviceID of userID: the
+// deletion crossed the servers and the client fetched the shorter list.
+func waitForDeviceGone(t *testing.T, d *cryptoDevice, userID id.UserID, deviceID id.DeviceID) {
+	t.Helper()
+	waitForDeviceList(t, d, userID, deviceID, false)
+}
+
+func waitForDeviceList(t *testing.T, d *cryptoDevice, userID id.UserID, deviceID id.DeviceID, present bool) {
+	t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -28,21 +44,83 @@ func waitForDevice(t *testing.T, d *cryptoDevice, userID id.UserID, deviceID id.
 		if err != nil {
 			t.Fatalf("%s: devices of %s: %v", d.name, userID, err)
 		}
-		if _, ok := devices[deviceID]; ok {
+		if _, ok := devices[deviceID]; ok == present {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never learnt of %s's device %s (knows %v)", d.name, userID, deviceID, keysOf(devices))
+			t.Fatalf("%s: %s's device %s present=%v, want %v (knows %v)", d.name, userID, deviceID, !present, present, keysOf(devices))
 		}
 		d.syncOnce(500)
 	}
 }
 
+// backupRoundTrip backs up, from owner's Olm machine, the Megolm session of eventID to
+// owner's server, then logs in a fresh device of the same user on srv, which restores the
+// backup and decrypts eventID to body with it.
+func backupRoundTrip(t *testing.T, srv *testserver.Server, owner *cryptoDevice, localpart string, roomID id.RoomID, eventID id.EventID, body string) {
+	t.Helper()
+	ctx := context.Background()
+	backupKey, err := backup.NewMegolmBackupKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	version, err := owner.cli.CreateKeyBackupVersion(ctx, &mautrix.ReqRoomKeysVersionCreate[backup.MegolmAuthData]{
+		Algorithm: id.KeyBackupAlgorithmMegolmBackupV1,
+		AuthData:  backup.MegolmAuthData{PublicKey: id.Ed25519(base64.RawStdEncoding.EncodeToString(backupKey.PublicKey().Bytes()))},
+	})
+	if err != nil {
+		t.Fatalf("%s: create backup: %v", owner.name, err)
+	}
+	sessionID := mustGetEvent(t, owner.cli, roomID, eventID).Content.AsEncrypted().SessionID
+	session, err := owner.mach.CryptoStore.GetGroupSession(ctx, roomID, sessionID)
+	if err != nil || session == nil {
+		t.Fatalf("%s's session %s: %v", owner.name, sessionID, err)
+	}
+	exported, err := session.Internal.Export(session.Internal.FirstKnownIndex())
+	if err != nil {
+		t.Fatal(err)
+	}
+	encrypted, err := backup.EncryptSessionData(backupKey, backup.MegolmSessionData{
+		Algorithm: id.AlgorithmMegolmV1, SenderKey: session.SenderKey, SessionKey: string(exported),
+		SenderClaimedKeys: backup.SenderClaimedKeys{Ed25519: session.SigningKey}, ForwardingKeyChain: []string{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessionJSON, _ := json.Marshal(encrypted)
+	put, err := owner.cli.PutKeysInBackup(ctx, version.Version, &mautrix.ReqKeyBackup{Rooms: map[id.RoomID]mautrix.ReqRoomKeyBackup{
+		roomID: {Sessions: map[id.SessionID]mautrix.ReqKeyBackupData{sessionID: {
+			FirstMessageIndex: int(session.Internal.FirstKnownIndex()), SessionData: sessionJSON,
+		}}},
+	}})
+	if err != nil || put.Count != 1 {
+		t.Fatalf("%s: put keys in backup: %+v, %v", owner.name, put, err)
+	}
+	fresh := newCryptoDevice(t, owner.name+"-restored", srv.Login(t, localpart))
+	if _, err := fresh.mach.DecryptMegolmEvent(ctx, mustGetEvent(t, fresh.cli, roomID, eventID)); err == nil {
+		t.Fatalf("%s decrypts %s before restoring the backup", fresh.name, eventID)
+	}
+	if err := fresh.mach.GetAndStoreKeyBackup(ctx, version.Version, backupKey); err != nil {
+		t.Fatalf("%s: restore backup: %v", fresh.name, err)
+	}
+	restored, err := fresh.mach.DecryptMegolmEvent(ctx, mustGetEvent(t, fresh.cli, roomID, eventID))
+	if err != nil {
+		t.Fatalf("%s: decrypt with restored key: %v", fresh.name, err)
+	}
+	_ = restored.Content.ParseRaw(restored.Type)
+	if got := restored.Content.AsMessage().Body; got != body {
+		t.Fatalf("%s: restored message %q, want %q", fresh.name, got, body)
+	}
+}
+
 // TestFederatedEndToEndEncryption runs real Olm/Megolm clients on two federated servers:
-// alice on the first and bob on the second, in an encrypted room. Keys are queried and
-// claimed across the servers, room keys travel as m.direct_to_device EDUs, bob's device
-// added later reaches alice through m.device_list_update and a resync, to-device messages
-// cross exactly once, and alice's cross-signing keys reach bob.
+// alice with two devices on the first and bob with two on the second (one added later), in
+// an encrypted room. Keys are queried and claimed across the servers, room keys travel as
+// m.direct_to_device EDUs, every device decrypts every message, bob's device added later
+// reaches alice through m.device_list_update and a resync, alice's logged-out device stops
+// receiving, to-device messages cross exactly once (also when the receiving server was down
+// and both restarted), alice's cross-signing keys reach bob, key backups round-trip on both
+// servers, and neither server stores a plaintext.
 func TestFederatedEndToEndEncryption(t *testing.T) {
 	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
 		ctx := context.Background()
@@ -52,6 +130,7 @@ func TestFederatedEndToEndEncryption(t *testing.T) {
 		aliceCli := hs1.Register(t, "alice")
 		bobCli := hs2.Register(t, "bob")
 		a1 := newCryptoDevice(t, "alice1", aliceCli)
+		a2 := newCryptoDevice(t, "alice2", hs1.Login(t, "alice"))
 		b1 := newCryptoDevice(t, "bob1", bobCli)
 		users := []id.UserID{aliceCli.UserID, bobCli.UserID}
 
@@ -69,41 +148,65 @@ func TestFederatedEndToEndEncryption(t *testing.T) {
 		if _, err := bobCli.JoinRoom(ctx, roomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
 			t.Fatalf("bob joins through %s: %v", hs1.ServerName, err)
 		}
-		settle(t, a1, b1)
-		// Each asks for the other's keys, which the other's server answers through
+		all := []*cryptoDevice{a1, a2, b1}
+		settle(t, all...)
+		// Each asks for the room's users' keys, which the other's server answers through
 		// /user/keys/query.
-		for _, d := range []*cryptoDevice{a1, b1} {
+		for _, d := range all {
 			if _, err := d.mach.FetchKeys(ctx, users, true); err != nil {
 				t.Fatalf("%s: fetch keys: %v", d.name, err)
 			}
 		}
-		waitForDevice(t, a1, bobCli.UserID, b1.cli.DeviceID)
-		waitForDevice(t, b1, aliceCli.UserID, a1.cli.DeviceID)
-
-		// Each decrypts the other's messages: the Megolm keys travel over Olm, with one-time
-		// keys claimed through /user/keys/claim and to-device messages as EDUs.
-		for i, sender := range []*cryptoDevice{a1, b1, a1} {
-			body := fmt.Sprintf("secret omelette %d from %s", i, sender.name)
-			eventID := sender.send(roomID, users, body)
-			waitDecrypted(t, eventID, body, a1, b1)
+		knowEachOther := func(devices []*cryptoDevice) {
+			t.Helper()
+			for _, d := range devices {
+				for _, other := range devices {
+					if other != d {
+						waitForDevice(t, d, other.cli.UserID, other.cli.DeviceID)
+					}
+				}
+			}
 		}
+		knowEachOther(all)
+
+		// Every device decrypts every message, whoever sends it: the Megolm keys travel over
+		// Olm, with one-time keys claimed through /user/keys/claim and to-device messages as
+		// EDUs.
+		sent := 0
+		lastFrom := map[*cryptoDevice]struct {
+			eventID id.EventID
+			body    string
+		}{}
+		sendAll := func(devices []*cryptoDevice, format string) {
+			t.Helper()
+			for _, sender := range devices {
+				body := fmt.Sprintf(format, sent, sender.name)
+				eventID := sender.send(roomID, users, body)
+				sent++
+				waitDecrypted(t, eventID, body, devices...)
+				lastFrom[sender] = struct {
+					eventID id.EventID
+					body    string
+				}{eventID, body}
+			}
+		}
+		sendAll(all, "secret omelette %d from %s")
 
 		// Bob adds a device: its keys reach hs1 as an m.device_list_update, hs1 resyncs
-		// bob's list, alice's client sees bob in device_lists.changed, and the next message
-		// is shared with the new device too.
+		// bob's list, alice's clients see bob in device_lists.changed, and later messages
+		// are shared with the new device too — and it can send to everyone.
 		b2 := newCryptoDevice(t, "bob2", hs2.Login(t, "bob"))
-		waitForDevice(t, a1, bobCli.UserID, b2.cli.DeviceID)
-		settle(t, a1, b1, b2)
+		all = append(all, b2)
+		for _, d := range []*cryptoDevice{a1, a2, b1} {
+			waitForDevice(t, d, bobCli.UserID, b2.cli.DeviceID)
+		}
+		settle(t, all...)
 		// As after any initial sync, the new device asks for the keys of the room's users.
 		if _, err := b2.mach.FetchKeys(ctx, users, true); err != nil {
 			t.Fatalf("bob2: fetch keys: %v", err)
 		}
-		later := "secret frittata for the new device"
-		eventID := a1.send(roomID, users, later)
-		waitDecrypted(t, eventID, later, b1, b2)
-		fromNew := "secret scramble from the new device"
-		eventID = b2.send(roomID, users, fromNew)
-		waitDecrypted(t, eventID, fromNew, a1, b1)
+		knowEachOther(all)
+		sendAll(all, "secret frittata %d from %s")
 
 		// A to-device message crosses the servers exactly once, addressed to one device or
 		// to all of them.
@@ -131,6 +234,85 @@ func TestFederatedEndToEndEncryption(t *testing.T) {
 			if evt.Sender != bobCli.UserID || evt.Content.Raw["n"] != float64(n) {
 				t.Fatalf("to-device message %d: from %s, content %v", n, evt.Sender, evt.Content.Raw)
 			}
+		}
+
+		// A removed device stops receiving: alice2 logs out on hs1, the deletion reaches hs2
+		// as an m.device_list_update, bob's clients drop the device (and rotate their Megolm
+		// sessions), and the next message from hs2 is shared with the remaining devices only.
+		if _, err := a2.cli.Logout(ctx); err != nil {
+			t.Fatalf("alice2 logs out: %v", err)
+		}
+		all = []*cryptoDevice{a1, b1, b2}
+		for _, d := range all {
+			waitForDeviceGone(t, d, aliceCli.UserID, a2.cli.DeviceID)
+		}
+		settle(t, all...)
+		query, err := bobCli.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{aliceCli.UserID: {}}})
+		if err != nil {
+			t.Fatalf("query keys: %v", err)
+		}
+		if _, ok := query.DeviceKeys[aliceCli.UserID][a2.cli.DeviceID]; ok || len(query.DeviceKeys[aliceCli.UserID]) != 1 {
+			t.Fatalf("bob sees alice's devices %v after the logout, want only %s", keysOf(query.DeviceKeys[aliceCli.UserID]), a1.cli.DeviceID)
+		}
+		afterLogout := "secret toast after the logout"
+		eventID := b1.send(roomID, users, afterLogout)
+		sent++
+		waitDecrypted(t, eventID, afterLogout, all...)
+		sessionID := mustGetEvent(t, b1.cli, roomID, eventID).Content.AsEncrypted().SessionID
+		outbound, err := b1.mach.CryptoStore.GetOutboundGroupSession(ctx, roomID)
+		if err != nil || outbound == nil || outbound.ID() != sessionID {
+			t.Fatalf("bob1's outbound session: %v, %v; want %s", outbound, err, sessionID)
+		}
+		if state := outbound.Users[crypto.UserDevice{UserID: aliceCli.UserID, DeviceID: a2.cli.DeviceID}]; state != crypto.OGSNotShared {
+			t.Fatalf("bob1's session after the logout is shared with the removed device (state %d)", state)
+		}
+		if state := outbound.Users[crypto.UserDevice{UserID: aliceCli.UserID, DeviceID: a1.cli.DeviceID}]; state != crypto.OGSAlreadyShared {
+			t.Fatalf("bob1's session after the logout is not shared with alice1 (state %d)", state)
+		}
+		if _, err := a2.mach.DecryptMegolmEvent(ctx, mustGetEvent(t, a1.cli, roomID, eventID)); err == nil {
+			t.Fatalf("the removed device can decrypt a message sent after its removal")
+		}
+		var inbox int
+		if err := hs1.Homeserver().DB().QueryRow(ctx, `SELECT COUNT(*) FROM to_device_messages WHERE user_id = $1 AND device_id = $2`,
+			aliceCli.UserID.String(), a2.cli.DeviceID.String()).Scan(&inbox); err != nil || inbox != 0 {
+			t.Fatalf("to-device messages stored on %s for the removed device: %d (%v)", hs1.ServerName, inbox, err)
+		}
+
+		// A to-device message sent while the receiving server is down waits in the sending
+		// server's queue — across a restart of the sender too — and arrives exactly once
+		// when the receiver is back, and not again after another restart.
+		before = len(b1.custom)
+		hs2.Stop()
+		_, err = a1.cli.SendToDevice(ctx, event.NewEventType(customToDeviceType), &mautrix.ReqSendToDevice{
+			Messages: map[id.UserID]map[id.DeviceID]*event.Content{bobCli.UserID: {b1.cli.DeviceID: {Raw: map[string]any{"n": 7}}}},
+		})
+		if err != nil {
+			t.Fatalf("send to device while %s is down: %v", hs2.ServerName, err)
+		}
+		hs1.Restart()
+		hs2.Restart()
+		// Bob speaks, so hs1 hears from hs2 and ends its backoff; the room still works.
+		afterRestart := "secret hash browns after the restarts"
+		restartEventID := b1.send(roomID, users, afterRestart)
+		sent++
+		waitDecrypted(t, restartEventID, afterRestart, all...)
+		deadline = time.Now().Add(30 * time.Second)
+		for len(b1.custom) == before && time.Now().Before(deadline) {
+			b1.syncOnce(500)
+		}
+		hs2.Restart()
+		for i := 0; i < 3; i++ {
+			b1.syncOnce(200)
+		}
+		got = b1.custom[before:]
+		if len(got) != 1 {
+			t.Fatalf("bob1 received the to-device message sent while %s was down %d times, want once", hs2.ServerName, len(got))
+		}
+		if got[0].Sender != aliceCli.UserID || got[0].Content.Raw["n"] != float64(7) {
+			t.Fatalf("to-device message: from %s, content %v", got[0].Sender, got[0].Content.Raw)
+		}
+		if n := len(b2.custom); n != 0 {
+			t.Fatalf("bob2 received %d to-device messages addressed to bob1", n)
 		}
 
 		// Alice's cross-signing keys reach bob: hs1 sends m.signing_key_update and the
@@ -168,14 +350,28 @@ func TestFederatedEndToEndEncryption(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 
-		// Neither server stored a plaintext.
+		// Key backups round-trip on both servers: each user backs up the session of a
+		// message the other sent from the other server, and a fresh device restores it.
+		backupRoundTrip(t, hs2, b1, "bob", roomID, lastFrom[a1].eventID, lastFrom[a1].body)
+		backupRoundTrip(t, hs1, a1, "alice", roomID, restartEventID, afterRestart)
+
+		// Neither server stored a plaintext: every event of the room is there, encrypted.
 		for _, hs := range []*testserver.Server{hs1, hs2} {
-			var leaks int
-			if err := hs.Homeserver().DB().QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE json LIKE '%secret%'`).Scan(&leaks); err != nil {
+			var leaks, encryptedEvents int
+			if err := hs.Homeserver().DB().QueryRow(ctx, `SELECT COUNT(*) FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+				WHERE r.room_id = $1 AND e.json LIKE '%secret%'`, roomID.String()).Scan(&leaks); err != nil {
 				t.Fatal(err)
 			}
-			if leaks != 0 {
-				t.Fatalf("%s stored %d events with plaintext", hs.ServerName, leaks)
+			if err := hs.Homeserver().DB().QueryRow(ctx, `SELECT COUNT(*) FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+				WHERE r.room_id = $1 AND e.type = 'm.room.encrypted'`, roomID.String()).Scan(&encryptedEvents); err != nil {
+				t.Fatal(err)
+			}
+			if leaks != 0 || encryptedEvents != sent {
+				t.Fatalf("%s: %d stored events of the room hold plaintext, %d are encrypted (want %d)", hs.ServerName, leaks, encryptedEvents, sent)
+			}
+			var anywhere int
+			if err := hs.Homeserver().DB().QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE json LIKE '%secret%'`).Scan(&anywhere); err != nil || anywhere != 0 {
+				t.Fatalf("%s stored %d events with plaintext (%v)", hs.ServerName, anywhere, err)
 			}
 		}
 	})
