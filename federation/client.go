@@ -155,6 +155,26 @@ func (c *Client) DoJSON(ctx context.Context, req Request, out any) error {
 // Do sends req, signed, and returns the body of a 2xx response. Other statuses give a
 // *RemoteError.
 func (c *Client) Do(ctx context.Context, req Request) ([]byte, error) {
+	stream, err := c.DoStream(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer stream.Close()
+	data, err := io.ReadAll(stream)
+	if err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+// maxErrorBody bounds what is read of a non-2xx answer (its Matrix error).
+const maxErrorBody = 64 << 10
+
+// DoStream sends req, signed, and returns the body of a 2xx response to be read as it
+// arrives (a large send_join answer, say), limited to the response size limit: reading past
+// it fails with ErrResponseTooLarge. The caller must close it. Other statuses give a
+// *RemoteError.
+func (c *Client) DoStream(ctx context.Context, req Request) (io.ReadCloser, error) {
 	body, err := encodeBody(req.Body)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s to %s: %w", req.Method, req.URI, req.Destination, err)
@@ -172,13 +192,13 @@ func (c *Client) Do(ctx context.Context, req Request) ([]byte, error) {
 	}
 	u.Scheme, u.Host = "https", target.Host
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
 	var reader io.Reader
 	if body != nil {
 		reader = bytes.NewReader(body)
 	}
 	httpReq, err := http.NewRequestWithContext(ctx, req.Method, u.String(), reader)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	httpReq.Host = target.Host
@@ -187,6 +207,7 @@ func (c *Client) Do(ctx context.Context, req Request) ([]byte, error) {
 	}
 	id := c.cfg.Identity
 	if err := SignRequest(httpReq, body, id.ServerName, req.Destination, id.KeyID, id.Key); err != nil {
+		cancel()
 		return nil, err
 	}
 	client := &http.Client{
@@ -196,21 +217,14 @@ func (c *Client) Do(ctx context.Context, req Request) ([]byte, error) {
 	}
 	response, err := client.Do(httpReq)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("%s %s to %s: %w", req.Method, req.URI, req.Destination, err)
 	}
-	defer response.Body.Close()
-	limit := c.cfg.MaxResponseSize
-	if req.MaxResponseSize > 0 {
-		limit = req.MaxResponseSize
-	}
-	data, err := io.ReadAll(io.LimitReader(response.Body, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s %s to %s: read response: %w", req.Method, req.URI, req.Destination, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s %s to %s: %w (over %d bytes)", req.Method, req.URI, req.Destination, ErrResponseTooLarge, limit)
-	}
+	what := fmt.Sprintf("%s %s to %s", req.Method, req.URI, req.Destination)
 	if response.StatusCode < 200 || response.StatusCode > 299 {
+		data, _ := io.ReadAll(io.LimitReader(response.Body, maxErrorBody))
+		response.Body.Close()
+		cancel()
 		remote := &RemoteError{Status: response.StatusCode}
 		var matrixErr struct {
 			ErrCode string `json:"errcode"`
@@ -219,9 +233,47 @@ func (c *Client) Do(ctx context.Context, req Request) ([]byte, error) {
 		if json.Unmarshal(data, &matrixErr) == nil {
 			remote.ErrCode, remote.Message = matrixErr.ErrCode, matrixErr.Error
 		}
-		return nil, fmt.Errorf("%s %s to %s: %w", req.Method, req.URI, req.Destination, remote)
+		return nil, fmt.Errorf("%s: %w", what, remote)
 	}
-	return data, nil
+	limit := c.cfg.MaxResponseSize
+	if req.MaxResponseSize > 0 {
+		limit = req.MaxResponseSize
+	}
+	return &limitedBody{body: response.Body, remaining: limit, limit: limit, cancel: cancel, what: what}, nil
+}
+
+// limitedBody is a response body that fails once more than limit bytes were read.
+type limitedBody struct {
+	body      io.ReadCloser
+	remaining int64
+	limit     int64
+	cancel    context.CancelFunc
+	what      string
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.remaining <= 0 {
+		// At the limit: the body is fine if it ends here.
+		var probe [1]byte
+		if n, _ := l.body.Read(probe[:]); n > 0 {
+			return 0, fmt.Errorf("%s: %w (over %d bytes)", l.what, ErrResponseTooLarge, l.limit)
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > l.remaining {
+		p = p[:l.remaining]
+	}
+	n, err := l.body.Read(p)
+	l.remaining -= int64(n)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%s: read response: %w", l.what, err)
+	}
+	return n, err
+}
+
+func (l *limitedBody) Close() error {
+	l.cancel()
+	return l.body.Close()
 }
 
 // encodeBody turns a Request body into bytes; nil stays nil.

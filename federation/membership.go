@@ -1,7 +1,6 @@
 package federation
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -197,18 +196,21 @@ func (a *API) joinThrough(ctx context.Context, server, roomID, userID string, co
 	if err != nil {
 		return fmt.Errorf("make_join template: %w", err)
 	}
-	// The answer holds the room's whole state. The client hands the body over as received
-	// (within MaxResponseSize); rooms.JoinFromStream reads it as a stream and parses, checks
-	// and stores its events a batch at a time, never all at once. It also takes the resident
-	// server's copy of our join ("event") when there is one.
-	body, err := a.Client.Do(ctx, Request{Method: http.MethodPut, Destination: server,
+	// The answer holds the room's whole state: it is read from the network as it arrives
+	// (within MaxResponseSize), and rooms.JoinFromStream parses, checks and stores its
+	// events a batch at a time, never all at once. It also takes the resident server's copy
+	// of our join ("event") when there is one.
+	body, err := a.Client.DoStream(ctx, Request{Method: http.MethodPut, Destination: server,
 		URI:  "/_matrix/federation/v2/send_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(join.EventID()),
 		Body: json.RawMessage(join.JSON()), MaxResponseSize: 256 << 20})
 	if err != nil {
 		return fmt.Errorf("send_join: %w", err)
 	}
-	_, err = a.Rooms.JoinFromStream(ctx, join, bytes.NewReader(body), a.Keys.KeyLookup(ctx))
-	return err
+	defer body.Close()
+	if _, err = a.Rooms.JoinFromStream(ctx, join, body, a.Keys.KeyLookup(ctx)); err != nil {
+		return fmt.Errorf("send_join: %w", err)
+	}
+	return nil
 }
 
 // eventRefs reads a list of event references: IDs, or (room versions 1 and 2)
