@@ -115,7 +115,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	if s.db, err = OpenDatabase(ctx, cfg); err != nil {
 		return nil, err
 	}
-	components := append([]Component{mountFederation}, o.components...)
+	components := append([]Component{mountFederation, maintain}, o.components...)
 	if err := s.build(ctx, components); err != nil {
 		s.db.Close()
 		return nil, err

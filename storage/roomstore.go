@@ -1114,3 +1114,21 @@ func DeleteJoinStagesBefore(ctx context.Context, q Querier, beforeMS int64) erro
 	}
 	return nil
 }
+
+// PruneTransactionIDs forgets client transaction IDs older than beforeMS (the spec asks
+// that a retry after a restart find its event; a week is far beyond any client's retries)
+// and transactions received from other servers older than inboundBeforeMS. It returns how
+// many rows went.
+func PruneTransactionIDs(ctx context.Context, q Querier, beforeMS, inboundBeforeMS int64) (int64, error) {
+	res, err := q.Exec(ctx, `DELETE FROM txn_ids WHERE created_ts < $1`, beforeMS)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	res, err = q.Exec(ctx, `DELETE FROM federation_inbound_txns WHERE received_ts < $1`, inboundBeforeMS)
+	if err != nil {
+		return n, err
+	}
+	m, _ := res.RowsAffected()
+	return n + m, nil
+}
