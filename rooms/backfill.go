@@ -423,30 +423,18 @@ func (s *Server) ReceiveWithState(ctx context.Context, ev *spec.Event, state, au
 
 	// The state before becomes a snapshot of its own, as a delta over the current state
 	// (which it usually differs little from).
-	newTuples := map[spec.StateTuple]int64{}
+	var tuples *tupleBatch
 	var chain *snapshotChain
 	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		clear(newTuples)
-		intern := func(tuple spec.StateTuple) (int64, error) {
-			if nid, ok := newTuples[tuple]; ok {
-				return nid, nil
-			}
-			nid, err := s.internTuple(ctx, tx, tuple)
-			if err == nil {
-				newTuples[tuple] = nid
-			}
-			return nid, err
-		}
+		tuples = s.tupleBatch(ctx, tx)
 		var err error
-		chain, err = s.storeState(ctx, tx, r, r.chain.nid(), stateBefore, intern)
+		chain, err = s.storeState(ctx, tx, r, r.chain.nid(), stateBefore, tuples.intern)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store the state before %s: %w", ev.EventID(), err)
 	}
-	for tuple, nid := range newTuples {
-		s.tuples.add(tuple, nid)
-	}
+	tuples.commit()
 	before := &Event{StateAfter: chain.nid()}
 	return s.persistReceived(ctx, r, ev, []*Event{before}, stateBefore, status)
 }

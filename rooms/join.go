@@ -457,22 +457,12 @@ func (j *stagedJoin) accept(ctx context.Context, r *room) (*Event, error) {
 		return s.ReceiveEvent(ctx, j.join, j.keys)
 	}
 	defer r.mu.Unlock()
-	newTuples := map[spec.StateTuple]int64{}
+	var tuples *tupleBatch
 	var chain *snapshotChain
 	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		clear(newTuples)
-		intern := func(tuple spec.StateTuple) (int64, error) {
-			if nid, ok := newTuples[tuple]; ok {
-				return nid, nil
-			}
-			nid, err := s.internTuple(ctx, tx, tuple)
-			if err == nil {
-				newTuples[tuple] = nid
-			}
-			return nid, err
-		}
+		tuples = s.tupleBatch(ctx, tx)
 		var err error
-		if chain, err = s.storeState(ctx, tx, r, 0, stateBefore, intern); err != nil {
+		if chain, err = s.storeState(ctx, tx, r, 0, stateBefore, tuples.intern); err != nil {
 			return err
 		}
 		for tuple, e := range stateBefore {
@@ -485,9 +475,7 @@ func (j *stagedJoin) accept(ctx context.Context, r *room) (*Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store the state of %s: %w", r.id, err)
 	}
-	for tuple, nid := range newTuples {
-		s.tuples.add(tuple, nid)
-	}
+	tuples.commit()
 	s.snapshots.put(chain.nid(), snapshotEntry{chain: chain, state: stateBefore})
 	r.chain, r.state, r.joined, r.joinedIndex = chain, copyState(stateBefore), nil, nil
 	before := &Event{StateAfter: chain.nid()}

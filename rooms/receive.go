@@ -380,20 +380,11 @@ func (s *Server) persistReceived(ctx context.Context, r *room, ev *spec.Event, p
 		pos = s.stream.Allocate()
 		e.StreamPos = pos
 	}
-	newTuples := map[spec.StateTuple]int64{}
+	var tuples *tupleBatch
 	var newHead *roomHead
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		clear(newTuples)
-		intern := func(tuple spec.StateTuple) (int64, error) {
-			if nid, ok := newTuples[tuple]; ok {
-				return nid, nil
-			}
-			nid, err := s.internTuple(ctx, tx, tuple)
-			if err == nil {
-				newTuples[tuple] = nid
-			}
-			return nid, err
-		}
+		tuples = s.tupleBatch(ctx, tx)
+		intern := tuples.intern
 
 		// The snapshot before: the one prev event's, or a new one for a resolved state.
 		var beforeChain *snapshotChain
@@ -457,9 +448,7 @@ func (s *Server) persistReceived(ctx context.Context, r *room, ev *spec.Event, p
 		}
 		return nil, err
 	}
-	for tuple, nid := range newTuples {
-		s.tuples.add(tuple, nid)
-	}
+	tuples.commit()
 	s.events.put(e.NID, e)
 	if status != storage.EventAccepted {
 		return e, nil

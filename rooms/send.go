@@ -227,7 +227,7 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 	}
 	chain := r.chain
 	stateChanges := map[spec.StateTuple]*Event{}
-	newTuples := map[spec.StateTuple]int64{}
+	var tuples *tupleBatch
 	var stored []*Event
 	// The first event names (up to maxPrevEvents of) the forward extremities as its
 	// prev_events; those stop being extremities, any others stay.
@@ -250,7 +250,7 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 		stored = stored[:0]
 		notify = notify[:0]
 		clear(stateChanges)
-		clear(newTuples)
+		tuples = s.tupleBatch(ctx, tx)
 		for i, p := range built {
 			e := &Event{Event: p.event, StreamPos: positions[i], StateBefore: chain.nid(), StateAfter: chain.nid(),
 				SenderDevice: p.req.DeviceID, TxnID: p.req.TxnID}
@@ -258,10 +258,9 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 			tuple, isState := e.Tuple()
 			if isState {
 				var err error
-				if tupleNID, err = s.internTuple(ctx, tx, tuple); err != nil {
+				if tupleNID, err = tuples.intern(tuple); err != nil {
 					return err
 				}
-				newTuples[tuple] = tupleNID
 				if replaced, ok := stateChanges[tuple]; ok {
 					e.ReplacesNID = replaced.NID
 				} else if replaced, ok := r.state[tuple]; ok {
@@ -331,9 +330,7 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 		return nil, err
 	}
 	r.chain = chain
-	for tuple, nid := range newTuples {
-		s.tuples.add(tuple, nid)
-	}
+	tuples.commit()
 	for tuple, e := range stateChanges {
 		r.setState(tuple, e)
 	}
@@ -371,18 +368,45 @@ func (r *room) wakeList(events []*Event) []string {
 	return users
 }
 
-// internTuple returns the numeric ID of a state tuple.
-func (s *Server) internTuple(ctx context.Context, tx *storage.Tx, tuple spec.StateTuple) (int64, error) {
-	if nid, ok := s.tuples.nid(tuple); ok {
+// tupleBatch interns state tuples inside one transaction. The numeric IDs it creates reach
+// the shared cache only through commit, once the transaction committed: a rolled-back insert
+// must not leave a numeric ID in the cache that no row has.
+type tupleBatch struct {
+	s     *Server
+	ctx   context.Context
+	tx    *storage.Tx
+	fresh map[spec.StateTuple]int64
+}
+
+// tuples starts a batch for tx; a transaction that is retried starts a new one.
+func (s *Server) tupleBatch(ctx context.Context, tx *storage.Tx) *tupleBatch {
+	return &tupleBatch{s: s, ctx: ctx, tx: tx, fresh: map[spec.StateTuple]int64{}}
+}
+
+// intern returns the numeric ID of a state tuple, creating it if needed.
+func (b *tupleBatch) intern(tuple spec.StateTuple) (int64, error) {
+	if nid, ok := b.s.tuples.nid(tuple); ok {
 		return nid, nil
 	}
-	nid, err := storage.InternTuple(ctx, tx, tuple.Type, tuple.StateKey)
+	if nid, ok := b.fresh[tuple]; ok {
+		return nid, nil
+	}
+	nid, err := storage.InternTuple(b.ctx, b.tx, tuple.Type, tuple.StateKey)
 	if err != nil {
 		return 0, fmt.Errorf("intern %s: %w", tuple, err)
 	}
-	// Cached by the caller only once the transaction has committed: a rolled-back insert
-	// must not leave a numeric ID in the cache that no row has.
+	b.fresh[tuple] = nid
 	return nid, nil
+}
+
+// commit caches the batch's numeric IDs; call it after the transaction committed.
+func (b *tupleBatch) commit() {
+	if b == nil {
+		return
+	}
+	for tuple, nid := range b.fresh {
+		b.s.tuples.add(tuple, nid)
+	}
 }
 
 // applyRedaction drops a redacted event from the cache and, if it is part of the current
