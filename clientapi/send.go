@@ -59,7 +59,7 @@ func submitError(err error) error {
 		return httpapi.Forbidden("Unknown room or not a member")
 	case errors.Is(err, spec.ErrTooLarge):
 		return httpapi.TooLarge("Event too large")
-	case errors.Is(err, spec.ErrBadEvent), errors.Is(err, spec.ErrNotJSON):
+	case errors.Is(err, spec.ErrBadEvent), errors.Is(err, spec.ErrNotJSON), errors.Is(err, spec.ErrNotCanonical):
 		return httpapi.BadJSON("%v", err)
 	}
 	return err

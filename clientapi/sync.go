@@ -154,7 +154,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, d *Device) error {
 		if err != nil || ms < 0 {
 			return httpapi.InvalidParam("Invalid timeout")
 		}
-		timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+		timeout = time.Duration(min(ms, maxSyncTimeout.Milliseconds())) * time.Millisecond // no overflow
 	}
 	filter, err := a.loadFilter(r, d.UserID, q.Get("filter"))
 	if err != nil {
