@@ -268,6 +268,12 @@ func (k *KeyRing) fetch(ctx context.Context, serverName, keyID string, minValidU
 	k.mu.Lock()
 	call, running := k.inflight[id]
 	if !running {
+		// A fetch that finished between the caller's look at the cache and now counts as
+		// this one: the caller reads the cache again.
+		if known, ok := k.cache.get(serverName); ok && !k.mayFetch(known) {
+			k.mu.Unlock()
+			return nil
+		}
 		call = &fetchCall{done: make(chan struct{})}
 		k.inflight[id] = call
 		if known, ok := k.cache.get(serverName); ok {
