@@ -2,11 +2,9 @@ package federation
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -21,7 +19,6 @@ import (
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
 	"github.com/scrambledeggs/eggs/storage/storagetest"
-	"github.com/scrambledeggs/eggs/streams"
 )
 
 // eventsFixture is a room of here.example that peer.example has joined, with messages, and
@@ -38,21 +35,8 @@ type eventsFixture struct {
 func newEventsFixture(t *testing.T, db *storage.DB, historyVisibility string) *eventsFixture {
 	t.Helper()
 	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	_, localKey, _ := ed25519.GenerateKey(nil)
-	rs := rooms.New(db, rooms.Identity{ServerName: "here.example", KeyID: "ed25519:h", Key: localKey},
-		streams.NewTracker(0), func() int64 { return time.Now().UnixMilli() }, log)
-	_, peerKey, _ := ed25519.GenerateKey(nil)
-	peer := &peerServer{name: "peer.example", key: peerKey, ts: time.Now().UnixMilli()}
-	keys := func(server, keyID string, _ int64) (ed25519.PublicKey, error) {
-		switch server {
-		case "peer.example":
-			return peerKey.Public().(ed25519.PublicKey), nil
-		case "here.example":
-			return localKey.Public().(ed25519.PublicKey), nil
-		}
-		return nil, fmt.Errorf("unknown server %s", server)
-	}
+	hp := newHereAndPeer(t, db)
+	log, rs, peer, keys := hp.log, hp.rs, hp.peer, hp.keys
 	rv, _ := spec.LookupRoomVersion(spec.DefaultRoomVersion)
 	alice, rita, empty := "@alice:here.example", "@rita:peer.example", ""
 	roomID, created, err := rs.CreateRoom(ctx, rv, alice, json.RawMessage(`{"room_version":"12"}`), []rooms.EventRequest{

@@ -6,7 +6,9 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
 	"github.com/scrambledeggs/eggs/storage/storagetest"
+	"github.com/scrambledeggs/eggs/streams"
 )
 
 // fakeClock is a clock that moves only when told to.
@@ -156,4 +159,34 @@ func mustCanonical(t *testing.T, raw []byte) []byte {
 		t.Fatal(err)
 	}
 	return canonical
+}
+
+// hereAndPeer is our rooms server "here.example" (key ed25519:h) and a peer "peer.example"
+// (key ed25519:p) that signs events, with a key lookup that knows both.
+type hereAndPeer struct {
+	log      *slog.Logger
+	identity rooms.Identity
+	rs       *rooms.Server
+	peer     *peerServer
+	keys     spec.KeyLookup
+}
+
+// newHereAndPeer builds the rooms server of here.example on db and the peer.
+func newHereAndPeer(t *testing.T, db *storage.DB) *hereAndPeer {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	identity := rooms.Identity{ServerName: "here.example", KeyID: "ed25519:h", Key: testKey("here.example")}
+	rs := rooms.New(db, identity, streams.NewTracker(0), func() int64 { return time.Now().UnixMilli() }, log)
+	peerKey := testKey("peer.example")
+	keys := func(server, _ string, _ int64) (ed25519.PublicKey, error) {
+		switch server {
+		case "peer.example":
+			return peerKey.Public().(ed25519.PublicKey), nil
+		case "here.example":
+			return identity.Key.Public().(ed25519.PublicKey), nil
+		}
+		return nil, fmt.Errorf("unknown server %s", server)
+	}
+	return &hereAndPeer{log: log, identity: identity, rs: rs, keys: keys,
+		peer: &peerServer{name: "peer.example", key: peerKey, ts: time.Now().UnixMilli()}}
 }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
-	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +12,6 @@ import (
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
 	"github.com/scrambledeggs/eggs/storage/storagetest"
-	"github.com/scrambledeggs/eggs/streams"
 )
 
 // peerServer signs events as another homeserver.
@@ -63,21 +59,8 @@ func (p *peerServer) build(t *testing.T, rs *rooms.Server, roomID, sender, evTyp
 func TestInboundTransaction(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		_, localKey, _ := ed25519.GenerateKey(nil)
-		rs := rooms.New(db, rooms.Identity{ServerName: "here.example", KeyID: "ed25519:h", Key: localKey},
-			streams.NewTracker(0), func() int64 { return time.Now().UnixMilli() }, log)
-		_, peerKey, _ := ed25519.GenerateKey(nil)
-		peer := &peerServer{name: "peer.example", key: peerKey, ts: time.Now().UnixMilli()}
-		keys := func(server, keyID string, _ int64) (ed25519.PublicKey, error) {
-			switch server {
-			case "peer.example":
-				return peerKey.Public().(ed25519.PublicKey), nil
-			case "here.example":
-				return localKey.Public().(ed25519.PublicKey), nil
-			}
-			return nil, fmt.Errorf("unknown server %s", server)
-		}
+		hp := newHereAndPeer(t, db)
+		log, rs, peer, keys := hp.log, hp.rs, hp.peer, hp.keys
 		rv, _ := spec.LookupRoomVersion(spec.DefaultRoomVersion)
 		alice, rita := "@alice:here.example", "@rita:peer.example"
 		empty := ""

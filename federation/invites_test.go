@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -20,7 +19,6 @@ import (
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
 	"github.com/scrambledeggs/eggs/storage/storagetest"
-	"github.com/scrambledeggs/eggs/streams"
 )
 
 // membershipFixture is our server "here.example" with the invite, leave and knock endpoints
@@ -36,14 +34,13 @@ type membershipFixture struct {
 func newMembershipFixture(t *testing.T, db *storage.DB) *membershipFixture {
 	t.Helper()
 	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	identity := rooms.Identity{ServerName: "here.example", KeyID: "ed25519:h", Key: testKey("here.example")}
-	rs := rooms.New(db, identity, streams.NewTracker(0), func() int64 { return time.Now().UnixMilli() }, log)
+	hp := newHereAndPeer(t, db)
+	log, identity, rs := hp.log, hp.identity, hp.rs
 	own, err := NewServerKeys(ctx, db, identity, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	peerKey := testKey("peer.example")
+	peerKey := hp.peer.key
 	now := time.Now().UnixMilli()
 	err = storage.PutServerKeys(ctx, db, []storage.ServerKey{{ServerName: "peer.example", KeyID: "ed25519:p",
 		PublicKey: peerKey.Public().(ed25519.PublicKey), ValidUntilTS: now + 86_400_000, FetchedTS: now}})
@@ -62,7 +59,7 @@ func newMembershipFixture(t *testing.T, db *storage.DB) *membershipFixture {
 	router := chi.NewRouter()
 	a.inviteRoutes(router)
 	return &membershipFixture{api: a, rs: rs, router: router, keys: ring.KeyLookup(ctx),
-		peer: &peerServer{name: "peer.example", key: peerKey, ts: now}}
+		peer: hp.peer}
 }
 
 // do sends a request as origin; it returns the status, the errcode of an error and the body.

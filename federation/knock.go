@@ -3,7 +3,6 @@ package federation
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -49,19 +48,9 @@ func (a *API) sendKnock(w http.ResponseWriter, r *http.Request, origin string) e
 // with the room's stripped state from the answer, so that the room shows under "knock" in
 // the user's /sync. content is the knock's content (membership is set here).
 func (a *API) KnockRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) error {
-	var errs []error
-	for _, server := range dedupeServers(servers, a.ServerName) {
-		err := a.knockThrough(ctx, server, roomID, userID, content)
-		if err == nil {
-			return nil
-		}
-		a.Log.Info("federation: knock through server failed", "room_id", roomID, "server", server, "err", err)
-		errs = append(errs, fmt.Errorf("%s: %w", server, err))
-	}
-	if len(errs) == 0 {
-		return errors.New("no server to knock through")
-	}
-	return errors.Join(errs...)
+	return a.throughEach(roomID, servers, "knock", func(server string) error {
+		return a.knockThrough(ctx, server, roomID, userID, content)
+	})
 }
 
 func (a *API) knockThrough(ctx context.Context, server, roomID, userID string, content map[string]any) error {

@@ -146,18 +146,33 @@ func (a *API) receiveMembership(r *http.Request, origin, membership string) (*ro
 // sign, send_leave (v2, else v1). The leave is then recorded here so that the room moves to
 // "leave" in the user's /sync.
 func (a *API) LeaveRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) error {
+	var leave *spec.Event
+	err := a.throughEach(roomID, servers, "leave", func(server string) (err error) {
+		leave, err = a.leaveThrough(ctx, server, roomID, userID, content)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	_, err = a.Rooms.RecordOutsideMembership(ctx, leave)
+	return err
+}
+
+// throughEach calls try with each of servers in turn (dedupeServers: without repeats,
+// empty names and our own) until one succeeds; it returns nil then, else every server's
+// error. action ("join", "leave", "knock") names the attempt in the log and the errors.
+func (a *API) throughEach(roomID string, servers []string, action string, try func(server string) error) error {
 	var errs []error
 	for _, server := range dedupeServers(servers, a.ServerName) {
-		leave, err := a.leaveThrough(ctx, server, roomID, userID, content)
+		err := try(server)
 		if err == nil {
-			_, err = a.Rooms.RecordOutsideMembership(ctx, leave)
-			return err
+			return nil
 		}
-		a.Log.Info("federation: leave through server failed", "room_id", roomID, "server", server, "err", err)
+		a.Log.Info("federation: "+action+" through server failed", "room_id", roomID, "server", server, "err", err)
 		errs = append(errs, fmt.Errorf("%s: %w", server, err))
 	}
 	if len(errs) == 0 {
-		return errors.New("no server to leave through")
+		return errors.New("no server to " + action + " through")
 	}
 	return errors.Join(errs...)
 }
@@ -195,7 +210,7 @@ func (a *API) leaveThrough(ctx context.Context, server, roomID, userID string, c
 	return leave, nil
 }
 
-// makeThrough asks server for a membership template (make_leave, make_knock; query is
+// makeThrough asks server for a membership template (make_join, make_leave, make_knock; query is
 // added to the URI) and completes and signs it.
 func (a *API) makeThrough(ctx context.Context, server, endpoint, query, roomID, userID, membership string, content map[string]any) (*spec.Event, error) {
 	var made struct {

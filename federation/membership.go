@@ -50,6 +50,11 @@ func roomError(err error, roomID string) error {
 	case errors.Is(err, rooms.ErrBadSignature):
 		return httpapi.Forbidden("%v", err)
 	}
+	var missing *rooms.MissingEventsError
+	if errors.As(err, &missing) {
+		// The event names events we do not have: the sender's to fix, not ours.
+		return httpapi.BadJSON("%v", missing)
+	}
 	return err
 }
 
@@ -145,22 +150,9 @@ func pduList(events []*rooms.Event) []json.RawMessage {
 // turn: make_join, sign, send_join, then store the room from the answer. content is the
 // join's content (membership is set here).
 func (a *API) JoinRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) error {
-	var errs []error
-	for _, server := range servers {
-		if server == a.ServerName || server == "" {
-			continue
-		}
-		err := a.joinThrough(ctx, server, roomID, userID, content)
-		if err == nil {
-			return nil
-		}
-		a.Log.Info("federation: join through server failed", "room_id", roomID, "server", server, "err", err)
-		errs = append(errs, fmt.Errorf("%s: %w", server, err))
-	}
-	if len(errs) == 0 {
-		return errors.New("no server to join through")
-	}
-	return errors.Join(errs...)
+	return a.throughEach(roomID, servers, "join", func(server string) error {
+		return a.joinThrough(ctx, server, roomID, userID, content)
+	})
 }
 
 // supportedVersionsQuery is the "ver" query of make_join: every room version we support.
@@ -176,25 +168,9 @@ func supportedVersionsQuery() string {
 }
 
 func (a *API) joinThrough(ctx context.Context, server, roomID, userID string, content map[string]any) error {
-	var made struct {
-		RoomVersion string          `json:"room_version"`
-		Event       json.RawMessage `json:"event"`
-	}
-	err := a.Client.DoJSON(ctx, Request{Method: http.MethodGet, Destination: server,
-		URI: "/_matrix/federation/v1/make_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(userID) + "?" + supportedVersionsQuery()}, &made)
+	join, err := a.makeThrough(ctx, server, "make_join", supportedVersionsQuery(), roomID, userID, "join", content)
 	if err != nil {
-		return fmt.Errorf("make_join: %w", err)
-	}
-	if made.RoomVersion == "" {
-		made.RoomVersion = "1" // NOTSPEC: servers from before room versions omitted it
-	}
-	rv, ok := spec.LookupRoomVersion(made.RoomVersion)
-	if !ok {
-		return fmt.Errorf("make_join: unsupported room version %q", made.RoomVersion)
-	}
-	join, err := a.completeMembershipTemplate(made.Event, rv, roomID, userID, "join", content)
-	if err != nil {
-		return fmt.Errorf("make_join template: %w", err)
+		return err
 	}
 	// The answer holds the room's whole state: it is read from the network as it arrives
 	// (within MaxResponseSize), and rooms.JoinFromStream parses, checks and stores its

@@ -2,11 +2,8 @@ package federation
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,7 +18,6 @@ import (
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
 	"github.com/scrambledeggs/eggs/storage/storagetest"
-	"github.com/scrambledeggs/eggs/streams"
 )
 
 // fakeLocal is the client API's side of the queries, for handler tests.
@@ -65,21 +61,8 @@ type queryFixture struct {
 
 func newQueryFixture(t *testing.T, db *storage.DB) *queryFixture {
 	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	_, localKey, _ := ed25519.GenerateKey(nil)
-	rs := rooms.New(db, rooms.Identity{ServerName: "here.example", KeyID: "ed25519:h", Key: localKey},
-		streams.NewTracker(0), func() int64 { return time.Now().UnixMilli() }, log)
-	_, peerKey, _ := ed25519.GenerateKey(nil)
-	peer := &peerServer{name: "peer.example", key: peerKey, ts: time.Now().UnixMilli()}
-	keys := func(server, keyID string, _ int64) (ed25519.PublicKey, error) {
-		switch server {
-		case "peer.example":
-			return peerKey.Public().(ed25519.PublicKey), nil
-		case "here.example":
-			return localKey.Public().(ed25519.PublicKey), nil
-		}
-		return nil, fmt.Errorf("unknown server %s", server)
-	}
+	hp := newHereAndPeer(t, db)
+	log, rs, peer, keys := hp.log, hp.rs, hp.peer, hp.keys
 	rv, _ := spec.LookupRoomVersion(spec.DefaultRoomVersion)
 	alice, rita, empty := "@alice:here.example", "@rita:peer.example", ""
 	roomID, _, err := rs.CreateRoom(ctx, rv, alice, json.RawMessage(`{"room_version":"12"}`), []rooms.EventRequest{
