@@ -4,114 +4,18 @@ package integration
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto"
-	"maunium.net/go/mautrix/crypto/backup"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/scrambledeggs/eggs/storage"
 	"github.com/scrambledeggs/eggs/testserver"
 )
-
-// waitForDevice syncs d until its Olm machine knows deviceID of userID: the device-list
-// change crossed the servers and the client fetched the new keys, as clients do on
-// device_lists.changed.
-func waitForDevice(t *testing.T, d *cryptoDevice, userID id.UserID, deviceID id.DeviceID) {
-	t.Helper()
-	waitForDeviceList(t, d, userID, deviceID, true)
-}
-
-// waitForDeviceGone syncs d until its Olm machine no longer knows deviceID of userID: the
-// deletion crossed the servers and the client fetched the shorter list.
-func waitForDeviceGone(t *testing.T, d *cryptoDevice, userID id.UserID, deviceID id.DeviceID) {
-	t.Helper()
-	waitForDeviceList(t, d, userID, deviceID, false)
-}
-
-func waitForDeviceList(t *testing.T, d *cryptoDevice, userID id.UserID, deviceID id.DeviceID, present bool) {
-	t.Helper()
-	ctx := context.Background()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		devices, err := d.mach.CryptoStore.GetDevices(ctx, userID)
-		if err != nil {
-			t.Fatalf("%s: devices of %s: %v", d.name, userID, err)
-		}
-		if _, ok := devices[deviceID]; ok == present {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %s's device %s present=%v, want %v (knows %v)", d.name, userID, deviceID, !present, present, keysOf(devices))
-		}
-		d.syncOnce(500)
-	}
-}
-
-// backupRoundTrip backs up, from owner's Olm machine, the Megolm session of eventID to
-// owner's server, then logs in a fresh device of the same user on srv, which restores the
-// backup and decrypts eventID to body with it.
-func backupRoundTrip(t *testing.T, srv *testserver.Server, owner *cryptoDevice, localpart string, roomID id.RoomID, eventID id.EventID, body string) {
-	t.Helper()
-	ctx := context.Background()
-	backupKey, err := backup.NewMegolmBackupKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	version, err := owner.cli.CreateKeyBackupVersion(ctx, &mautrix.ReqRoomKeysVersionCreate[backup.MegolmAuthData]{
-		Algorithm: id.KeyBackupAlgorithmMegolmBackupV1,
-		AuthData:  backup.MegolmAuthData{PublicKey: id.Ed25519(base64.RawStdEncoding.EncodeToString(backupKey.PublicKey().Bytes()))},
-	})
-	if err != nil {
-		t.Fatalf("%s: create backup: %v", owner.name, err)
-	}
-	sessionID := mustGetEvent(t, owner.cli, roomID, eventID).Content.AsEncrypted().SessionID
-	session, err := owner.mach.CryptoStore.GetGroupSession(ctx, roomID, sessionID)
-	if err != nil || session == nil {
-		t.Fatalf("%s's session %s: %v", owner.name, sessionID, err)
-	}
-	exported, err := session.Internal.Export(session.Internal.FirstKnownIndex())
-	if err != nil {
-		t.Fatal(err)
-	}
-	encrypted, err := backup.EncryptSessionData(backupKey, backup.MegolmSessionData{
-		Algorithm: id.AlgorithmMegolmV1, SenderKey: session.SenderKey, SessionKey: string(exported),
-		SenderClaimedKeys: backup.SenderClaimedKeys{Ed25519: session.SigningKey}, ForwardingKeyChain: []string{},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sessionJSON, _ := json.Marshal(encrypted)
-	put, err := owner.cli.PutKeysInBackup(ctx, version.Version, &mautrix.ReqKeyBackup{Rooms: map[id.RoomID]mautrix.ReqRoomKeyBackup{
-		roomID: {Sessions: map[id.SessionID]mautrix.ReqKeyBackupData{sessionID: {
-			FirstMessageIndex: int(session.Internal.FirstKnownIndex()), SessionData: sessionJSON,
-		}}},
-	}})
-	if err != nil || put.Count != 1 {
-		t.Fatalf("%s: put keys in backup: %+v, %v", owner.name, put, err)
-	}
-	fresh := newCryptoDevice(t, owner.name+"-restored", srv.Login(t, localpart))
-	if _, err := fresh.mach.DecryptMegolmEvent(ctx, mustGetEvent(t, fresh.cli, roomID, eventID)); err == nil {
-		t.Fatalf("%s decrypts %s before restoring the backup", fresh.name, eventID)
-	}
-	if err := fresh.mach.GetAndStoreKeyBackup(ctx, version.Version, backupKey); err != nil {
-		t.Fatalf("%s: restore backup: %v", fresh.name, err)
-	}
-	restored, err := fresh.mach.DecryptMegolmEvent(ctx, mustGetEvent(t, fresh.cli, roomID, eventID))
-	if err != nil {
-		t.Fatalf("%s: decrypt with restored key: %v", fresh.name, err)
-	}
-	_ = restored.Content.ParseRaw(restored.Type)
-	if got := restored.Content.AsMessage().Body; got != body {
-		t.Fatalf("%s: restored message %q, want %q", fresh.name, got, body)
-	}
-}
 
 // TestFederatedEndToEndEncryption runs real Olm/Megolm clients on two federated servers:
 // alice with two devices on the first and bob with two on the second (one added later), in
@@ -124,9 +28,7 @@ func backupRoundTrip(t *testing.T, srv *testserver.Server, owner *cryptoDevice, 
 func TestFederatedEndToEndEncryption(t *testing.T) {
 	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
 		ctx := context.Background()
-		ca := testserver.NewCA(t)
-		hs1 := testserver.StartFederated(t, engine, ca)
-		hs2 := testserver.StartFederated(t, engine, ca)
+		hs1, hs2 := federatedPair(t, engine)
 		aliceCli := hs1.Register(t, "alice")
 		bobCli := hs2.Register(t, "bob")
 		a1 := newCryptoDevice(t, "alice1", aliceCli)
@@ -134,29 +36,13 @@ func TestFederatedEndToEndEncryption(t *testing.T) {
 		b1 := newCryptoDevice(t, "bob1", bobCli)
 		users := []id.UserID{aliceCli.UserID, bobCli.UserID}
 
-		created, err := aliceCli.CreateRoom(ctx, &mautrix.ReqCreateRoom{
-			Preset: "public_chat",
-			InitialState: []*event.Event{{
-				Type:    event.StateEncryption,
-				Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}},
-			}},
-		})
-		if err != nil {
-			t.Fatalf("create room: %v", err)
-		}
-		roomID := created.RoomID
-		if _, err := bobCli.JoinRoom(ctx, roomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
-			t.Fatalf("bob joins through %s: %v", hs1.ServerName, err)
-		}
+		roomID := createEncryptedRoom(t, aliceCli, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		joinVia(t, roomID, hs1, bobCli)
 		all := []*cryptoDevice{a1, a2, b1}
 		settle(t, all...)
 		// Each asks for the room's users' keys, which the other's server answers through
 		// /user/keys/query.
-		for _, d := range all {
-			if _, err := d.mach.FetchKeys(ctx, users, true); err != nil {
-				t.Fatalf("%s: fetch keys: %v", d.name, err)
-			}
-		}
+		fetchKeys(t, users, all...)
 		knowEachOther := func(devices []*cryptoDevice) {
 			t.Helper()
 			for _, d := range devices {
@@ -202,9 +88,7 @@ func TestFederatedEndToEndEncryption(t *testing.T) {
 		}
 		settle(t, all...)
 		// As after any initial sync, the new device asks for the keys of the room's users.
-		if _, err := b2.mach.FetchKeys(ctx, users, true); err != nil {
-			t.Fatalf("bob2: fetch keys: %v", err)
-		}
+		fetchKeys(t, users, b2)
 		knowEachOther(all)
 		sendAll(all, "secret frittata %d from %s")
 
@@ -247,13 +131,7 @@ func TestFederatedEndToEndEncryption(t *testing.T) {
 			waitForDeviceGone(t, d, aliceCli.UserID, a2.cli.DeviceID)
 		}
 		settle(t, all...)
-		query, err := bobCli.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{aliceCli.UserID: {}}})
-		if err != nil {
-			t.Fatalf("query keys: %v", err)
-		}
-		if _, ok := query.DeviceKeys[aliceCli.UserID][a2.cli.DeviceID]; ok || len(query.DeviceKeys[aliceCli.UserID]) != 1 {
-			t.Fatalf("bob sees alice's devices %v after the logout, want only %s", keysOf(query.DeviceKeys[aliceCli.UserID]), a1.cli.DeviceID)
-		}
+		expectOnlyDevice(t, bobCli, aliceCli.UserID, a2.cli.DeviceID, a1.cli.DeviceID)
 		afterLogout := "secret toast after the logout"
 		eventID := b1.send(roomID, users, afterLogout)
 		sent++
@@ -269,14 +147,7 @@ func TestFederatedEndToEndEncryption(t *testing.T) {
 		if state := outbound.Users[crypto.UserDevice{UserID: aliceCli.UserID, DeviceID: a1.cli.DeviceID}]; state != crypto.OGSAlreadyShared {
 			t.Fatalf("bob1's session after the logout is not shared with alice1 (state %d)", state)
 		}
-		if _, err := a2.mach.DecryptMegolmEvent(ctx, mustGetEvent(t, a1.cli, roomID, eventID)); err == nil {
-			t.Fatalf("the removed device can decrypt a message sent after its removal")
-		}
-		var inbox int
-		if err := hs1.Homeserver().DB().QueryRow(ctx, `SELECT COUNT(*) FROM to_device_messages WHERE user_id = $1 AND device_id = $2`,
-			aliceCli.UserID.String(), a2.cli.DeviceID.String()).Scan(&inbox); err != nil || inbox != 0 {
-			t.Fatalf("to-device messages stored on %s for the removed device: %d (%v)", hs1.ServerName, inbox, err)
-		}
+		expectShutOut(t, hs1, a2, a1.cli, roomID, eventID)
 
 		// A to-device message sent while the receiving server is down waits in the sending
 		// server's queue — across a restart of the sender too — and arrives exactly once
@@ -317,16 +188,7 @@ func TestFederatedEndToEndEncryption(t *testing.T) {
 
 		// Alice's cross-signing keys reach bob: hs1 sends m.signing_key_update and the
 		// device update with the new signature, hs2 brings its copy up to date.
-		keysCache, err := a1.mach.GenerateCrossSigningKeys()
-		if err != nil {
-			t.Fatalf("generate cross-signing keys: %v", err)
-		}
-		if err := a1.mach.PublishCrossSigningKeys(ctx, keysCache, nil); err != nil {
-			t.Fatalf("publish cross-signing keys: %v", err)
-		}
-		if err := a1.mach.SignOwnDevice(ctx, a1.mach.OwnIdentity()); err != nil {
-			t.Fatalf("sign own device: %v", err)
-		}
+		keysCache := publishCrossSigning(t, a1)
 		master := keysCache.MasterKey.PublicKey()
 		selfSigning := keysCache.SelfSigningKey.PublicKey().String()
 		deadline = time.Now().Add(30 * time.Second)

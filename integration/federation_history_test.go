@@ -23,25 +23,18 @@ import (
 func TestFederatedHistoryBackfill(t *testing.T) {
 	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
 		ctx := context.Background()
-		ca := testserver.NewCA(t)
-		hs1 := testserver.StartFederated(t, engine, ca)
-		hs2 := testserver.StartFederated(t, engine, ca)
+		hs1, hs2 := federatedPair(t, engine)
 		alice := hs1.Register(t, "alice")
 		bob := hs2.Register(t, "bob")
 
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Old history"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Old history"})
 		const messages = 30
 		for i := range messages {
 			if _, err := alice.SendText(ctx, room.RoomID, fmt.Sprintf("message %02d", i)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := bob.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
-			t.Fatalf("bob joins through %s: %v", hs1.ServerName, err)
-		}
+		joinVia(t, room.RoomID, hs1, bob)
 
 		// Backwards from the present, in small pages, to the end.
 		var (

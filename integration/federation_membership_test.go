@@ -21,19 +21,14 @@ import (
 func TestFederatedInvitesAndKnocks(t *testing.T) {
 	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
 		ctx := context.Background()
-		ca := testserver.NewCA(t)
-		hs1 := testserver.StartFederated(t, engine, ca)
-		hs2 := testserver.StartFederated(t, engine, ca)
+		hs1, hs2 := federatedPair(t, engine)
 		alice := hs1.Register(t, "alice")
 		bob, carol, dave := hs2.Register(t, "bob"), hs2.Register(t, "carol"), hs2.Register(t, "dave")
 
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Invite only"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		aliceSince := syncUntil(t, alice, "", func(*mautrix.RespSync) bool { return true })
-		bobSince := syncUntil(t, bob, "", func(*mautrix.RespSync) bool { return true })
-		carolSince := syncUntil(t, carol, "", func(*mautrix.RespSync) bool { return true })
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Invite only"})
+		aliceSince := initialSync(t, alice)
+		bobSince := initialSync(t, bob)
+		carolSince := initialSync(t, carol)
 
 		// Invite → reject, while no one of hs2 is in the room: make_leave/send_leave through hs1.
 		if _, err := alice.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
@@ -97,7 +92,7 @@ func TestFederatedInvitesAndKnocks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		daveSince := syncUntil(t, dave, "", func(*mautrix.RespSync) bool { return true })
+		daveSince := initialSync(t, dave)
 		if _, err := dave.KnockRoom(ctx, knockable.RoomID.String(), &mautrix.ReqKnockRoom{Via: []string{hs1.ServerName}, Reason: "let me in"}); err != nil {
 			t.Fatalf("dave knocks: %v", err)
 		}

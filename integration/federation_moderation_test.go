@@ -81,21 +81,12 @@ func hasBody(t *testing.T, cli *mautrix.Client, roomID id.RoomID, body string) b
 func TestFederatedModeration(t *testing.T) {
 	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
 		ctx := context.Background()
-		ca := testserver.NewCA(t)
-		hs1 := testserver.StartFederated(t, engine, ca)
-		hs2 := testserver.StartFederated(t, engine, ca)
-		hs3 := testserver.StartFederated(t, engine, ca)
+		ca, hs := federatedServers(t, engine, 3)
+		hs1, hs2, hs3 := hs[0], hs[1], hs[2]
 		alice, bob, carol := hs1.Register(t, "alice"), hs2.Register(t, "bob"), hs3.Register(t, "carol")
 
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Moderated"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range []*mautrix.Client{bob, carol} {
-			if _, err := c.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
-				t.Fatalf("%s joins: %v", c.UserID, err)
-			}
-		}
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Moderated"})
+		joinVia(t, room.RoomID, hs1, bob, carol)
 		for _, c := range []*mautrix.Client{alice, bob, carol} {
 			for _, u := range []id.UserID{bob.UserID, carol.UserID} {
 				eventually(t, c.UserID.String()+" sees "+u.String()+" joined", func() bool {

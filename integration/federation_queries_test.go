@@ -22,9 +22,7 @@ import (
 func TestFederationQueries(t *testing.T) {
 	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
 		ctx := context.Background()
-		ca := testserver.NewCA(t)
-		hs1 := testserver.StartFederated(t, engine, ca)
-		hs2 := testserver.StartFederated(t, engine, ca)
+		hs1, hs2 := federatedPair(t, engine)
 		alice := hs1.Register(t, "alice")
 		bob := hs2.Register(t, "bob")
 		if err := alice.SetDisplayName(ctx, "Alice of hs1"); err != nil {
@@ -56,7 +54,7 @@ func TestFederationQueries(t *testing.T) {
 			t.Fatalf("bob lists hs1's public rooms: %+v, %v", directory, err)
 		}
 
-		bobSince := syncUntil(t, bob, "", func(*mautrix.RespSync) bool { return true })
+		bobSince := initialSync(t, bob)
 		if _, err := bob.JoinRoom(ctx, alias.String(), nil); err != nil {
 			t.Fatalf("bob joins %s: %v", alias, err)
 		}

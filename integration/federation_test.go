@@ -24,18 +24,13 @@ func TestFederatedConversation(t *testing.T) {
 		ctx := context.Background()
 		start := time.Now()
 		step := func(what string) { t.Logf("%6.0f ms  %s", float64(time.Since(start).Microseconds())/1000, what) }
-		ca := testserver.NewCA(t)
-		hs1 := testserver.StartFederated(t, engine, ca)
-		hs2 := testserver.StartFederated(t, engine, ca)
+		hs1, hs2 := federatedPair(t, engine)
 		alice := hs1.Register(t, "alice")
 		bob := hs2.Register(t, "bob")
 
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Across"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Across"})
 		step("servers up")
-		bobSince := syncUntil(t, bob, "", func(*mautrix.RespSync) bool { return true })
+		bobSince := initialSync(t, bob)
 		step("bob synced")
 		if _, err := bob.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
 			t.Fatalf("bob joins through %s: %v", hs1.ServerName, err)
@@ -89,22 +84,12 @@ func memberJoined(resp *mautrix.RespSync, roomID id.RoomID, user id.UserID) bool
 func TestThreeServers(t *testing.T) {
 	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
 		ctx := context.Background()
-		ca := testserver.NewCA(t)
-		hs1 := testserver.StartFederated(t, engine, ca)
-		hs2 := testserver.StartFederated(t, engine, ca)
-		hs3 := testserver.StartFederated(t, engine, ca)
+		_, hs := federatedServers(t, engine, 3)
+		hs1, hs2, hs3 := hs[0], hs[1], hs[2]
 		alice, bob, carol := hs1.Register(t, "alice"), hs2.Register(t, "bob"), hs3.Register(t, "carol")
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		bobSince := syncUntil(t, bob, "", func(*mautrix.RespSync) bool { return true })
-		if _, err := bob.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := carol.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
-			t.Fatal(err)
-		}
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		bobSince := initialSync(t, bob)
+		joinVia(t, room.RoomID, hs1, bob, carol)
 		bobSince = syncUntil(t, bob, bobSince, func(resp *mautrix.RespSync) bool {
 			return memberJoined(resp, room.RoomID, carol.UserID)
 		})
@@ -125,18 +110,11 @@ func TestThreeServers(t *testing.T) {
 func TestServerDownCatchesUp(t *testing.T) {
 	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
 		ctx := context.Background()
-		ca := testserver.NewCA(t)
-		hs1 := testserver.StartFederated(t, engine, ca)
-		hs2 := testserver.StartFederated(t, engine, ca)
+		hs1, hs2 := federatedPair(t, engine)
 		alice, bob := hs1.Register(t, "alice"), hs2.Register(t, "bob")
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bob.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
-			t.Fatal(err)
-		}
-		bobSince := syncUntil(t, bob, "", func(*mautrix.RespSync) bool { return true })
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		joinVia(t, room.RoomID, hs1, bob)
+		bobSince := initialSync(t, bob)
 
 		hs2.Stop()
 		const missed = 30

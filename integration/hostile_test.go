@@ -25,17 +25,11 @@ import (
 func TestHostilePeer(t *testing.T) {
 	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
 		ctx := context.Background()
-		ca := testserver.NewCA(t)
-		hs1 := testserver.StartFederated(t, engine, ca)
-		hs2 := testserver.StartFederated(t, engine, ca)
+		ca, hs := federatedServers(t, engine, 2)
+		hs1, hs2 := hs[0], hs[1]
 		alice, bob := hs1.Register(t, "alice"), hs2.Register(t, "bob")
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bob.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{hs1.ServerName}}); err != nil {
-			t.Fatal(err)
-		}
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		joinVia(t, room.RoomID, hs1, bob)
 		roomID := room.RoomID.String()
 
 		// hs2's own identity, in a hostile hand.
@@ -122,7 +116,7 @@ func TestHostilePeer(t *testing.T) {
 		}
 
 		// Undisturbed: alice writes, bob reads.
-		bobSince := syncUntil(t, bob, "", func(*mautrix.RespSync) bool { return true })
+		bobSince := initialSync(t, bob)
 		if _, err := alice.SendText(ctx, room.RoomID, "still here"); err != nil {
 			t.Fatal(err)
 		}

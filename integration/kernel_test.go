@@ -69,7 +69,7 @@ func TestTwoUsersChat(t *testing.T) {
 			t.Fatalf("whoami = %+v, %v", who, err)
 		}
 
-		bobSince := syncUntil(t, bob, "", func(*mautrix.RespSync) bool { return true })
+		bobSince := initialSync(t, bob)
 
 		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
 			Name: "Breakfast", Topic: "eggs", Preset: "private_chat", Invite: []id.UserID{bob.UserID},
