@@ -20,6 +20,7 @@ import (
 	"github.com/scrambledeggs/eggs/auth"
 	"github.com/scrambledeggs/eggs/config"
 	"github.com/scrambledeggs/eggs/httpapi"
+	"github.com/scrambledeggs/eggs/presence"
 	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/storage"
 )
@@ -35,6 +36,7 @@ type API struct {
 	limiters       *auth.Limiters
 	clock          func() time.Time
 	typing         *typingTracker
+	presence       *presence.Tracker
 	unread         *boundedMap[unreadKey, unreadEntry]
 	memberships    *boundedMap[string, membershipEntry]
 	reads          *boundedMap[string, readEntry]
@@ -139,6 +141,7 @@ func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog
 		limiters: limiters,
 	}
 	a.typing = newTypingTracker(db, roomServer.Stream(), a.joinedMemberIDs, log, clock)
+	a.presence = presence.New(presence.Config{DB: db, Stream: roomServer.Stream(), ServerName: cfg.ServerName, Clock: clock, Log: log})
 	a.unread = newBoundedMap[unreadKey, unreadEntry](maxUnreadEntries)
 	a.memberships = newBoundedMap[string, membershipEntry](maxMembershipEntries)
 	a.reads = newBoundedMap[string, readEntry](maxMembershipEntries)
@@ -169,6 +172,7 @@ func (a *API) Routes(r chi.Router) {
 				a.roomRoutes(r, h, authed)
 				a.syncRoutes(r, h, authed)
 				a.keysRoutes(r, authed)
+				a.presenceRoutes(r, authed)
 			})
 		}
 		r.Route("/unstable/org.matrix.msc3814.v1", func(r chi.Router) {

@@ -92,6 +92,7 @@ func (a *API) postReceipt(w http.ResponseWriter, r *http.Request, d *Device) err
 	if err != nil {
 		return err
 	}
+	a.active(r.Context(), d)
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
 	return nil
 }
@@ -151,6 +152,7 @@ func (a *API) postReadMarkers(w http.ResponseWriter, r *http.Request, d *Device)
 			return err
 		}
 	}
+	a.active(r.Context(), d)
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
 	return nil
 }

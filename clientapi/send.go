@@ -78,6 +78,7 @@ func (a *API) sendEvent(r *http.Request, d *Device, roomID string, req rooms.Eve
 	if err != nil {
 		return nil, submitError(err)
 	}
+	a.active(r.Context(), d)
 	return events[0], nil
 }
 

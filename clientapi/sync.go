@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/scrambledeggs/eggs/httpapi"
+	"github.com/scrambledeggs/eggs/presence"
 	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
@@ -161,8 +162,18 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, d *Device) error {
 		return err
 	}
 	fullState := q.Get("full_state") == "true"
+	setPresence := q.Get("set_presence")
+	if setPresence != "" && !presence.Valid(setPresence) {
+		return httpapi.InvalidParam("set_presence must be online, unavailable or offline")
+	}
 
 	ctx := r.Context()
+	// The device counts as connected for as long as the request runs (module "Presence").
+	done, err := a.presence.Syncing(ctx, d.UserID, d.DeviceID, setPresence)
+	if err != nil {
+		return err
+	}
+	defer done()
 	current := a.rooms.Stream().Current()
 	if since > current {
 		// A token from the future (say, of a server restored from backup): start over from
@@ -199,7 +210,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, d *Device) error {
 
 func (s *syncResponse) empty() bool {
 	return len(s.Rooms.Join) == 0 && len(s.Rooms.Invite) == 0 && len(s.Rooms.Leave) == 0 && len(s.Rooms.Knock) == 0 &&
-		len(s.AccountData.Events) == 0 && len(s.ToDevice.Events) == 0 &&
+		len(s.AccountData.Events) == 0 && len(s.ToDevice.Events) == 0 && len(s.Presence.Events) == 0 &&
 		len(s.DeviceLists["changed"]) == 0 && len(s.DeviceLists["left"]) == 0
 }
 
@@ -354,6 +365,12 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
 	}
+
+	presenceEvents, err := a.syncPresence(ctx, d.UserID, &filter.Presence, since, to, everything)
+	if err != nil {
+		return nil, err
+	}
+	resp.Presence.Events = append(resp.Presence.Events, presenceEvents...)
 
 	var data []storage.AccountDataRow
 	if changedSince(streams.AccountDataKey(d.UserID)) {

@@ -75,6 +75,9 @@ func (a *API) putTyping(w http.ResponseWriter, r *http.Request, d *Device) error
 	}
 	typing := *req.Typing && timeout > 0
 	a.typing.set(roomID, d.UserID, typing, timeout)
+	if typing {
+		a.active(r.Context(), d)
+	}
 	// Every request is passed on, not only changes: other servers time typing users out
 	// on their own (remoteTypingTimeout), and the client's repeats keep them typing there.
 	if a.remote != nil {

@@ -273,26 +273,7 @@ func (e *E2EE) QueueDeviceListUpdates(ctx context.Context, q storage.Querier, us
 // serversSharingRooms lists, sorted, the other servers with users joined to a room userID
 // is joined to.
 func (e *E2EE) serversSharingRooms(ctx context.Context, q storage.Querier, userID string) ([]string, error) {
-	users, err := storage.UsersSharingRooms(ctx, q, userID)
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	var servers []string
-	for _, u := range users {
-		parsed, err := spec.ParseUserID(u)
-		if err != nil {
-			continue
-		}
-		server := string(parsed.Server())
-		if server == e.ServerName || seen[server] {
-			continue
-		}
-		seen[server] = true
-		servers = append(servers, server)
-	}
-	sort.Strings(servers)
-	return servers, nil
+	return serversSharingRooms(ctx, q, e.ServerName, userID)
 }
 
 // userDevicesResponse is the answer of GET /user/devices/{userId} (user_devices.yaml).

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/scrambledeggs/eggs/presence"
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
 )
@@ -17,8 +18,9 @@ import (
 // checked: the user must belong to the sending server, be joined to the room, and the
 // room's server ACL must let the sending server in.
 //
-// Presence (m.presence) is not handled: this server has no presence yet, so incoming
-// presence EDUs are ignored, which the spec allows for EDU types a server does not support.
+// Presence (m.presence) is not about a room: our users' presence goes to every server sharing
+// a room with them, and what another server says of its own users is handed to package
+// presence, which keeps it for the users here who share a room with them.
 
 // EphemeralSink applies other servers' typing notifications and receipts to our users'
 // syncs (the client API implements it).
@@ -31,9 +33,82 @@ type EphemeralSink interface {
 
 // EDU types handled here.
 const (
-	eduTyping  = "m.typing"
-	eduReceipt = "m.receipt"
+	eduTyping   = "m.typing"
+	eduReceipt  = "m.receipt"
+	eduPresence = "m.presence"
 )
+
+// maxPresencePush bounds the entries of one m.presence EDU. NOTSPEC: an EDU is at most 64 KiB
+// anyway; Synapse sends at most a few hundred per EDU.
+const maxPresencePush = 1000
+
+// PresenceSink keeps other servers' users' presence (package presence implements it).
+type PresenceSink interface {
+	ApplyRemote(ctx context.Context, origin string, updates []presence.Update) error
+}
+
+// HandlePresence registers the handler of m.presence EDUs with the Inbound processor.
+func (a *API) HandlePresence(sink PresenceSink) {
+	a.Inbound.HandleEDU(eduPresence, func(ctx context.Context, origin string, raw json.RawMessage) error {
+		var content struct {
+			Push []presence.Update `json:"push"`
+		}
+		if err := json.Unmarshal(raw, &content); err != nil {
+			return fmt.Errorf("malformed m.presence: %w", err)
+		}
+		if len(content.Push) > maxPresencePush {
+			return fmt.Errorf("m.presence with %d entries", len(content.Push))
+		}
+		return sink.ApplyRemote(ctx, origin, content.Push)
+	})
+}
+
+// SendPresence queues an m.presence EDU with the presence of userID (one of ours) for every
+// other server sharing a room with them (presence.Federator).
+func (a *API) SendPresence(ctx context.Context, userID string, update presence.Update) error {
+	destinations, err := serversSharingRooms(ctx, a.DB, a.ServerName, userID)
+	if err != nil || len(destinations) == 0 {
+		return err
+	}
+	content, err := presence.MarshalUpdates(update)
+	if err != nil {
+		return err
+	}
+	edu, err := json.Marshal(map[string]any{"edu_type": eduPresence, "content": content})
+	if err != nil {
+		return err
+	}
+	if err := storage.EnqueueEDU(ctx, a.DB, destinations, edu, a.Clock().UnixMilli()); err != nil {
+		return fmt.Errorf("queue m.presence: %w", err)
+	}
+	a.Sender.Notify(destinations...)
+	return nil
+}
+
+// serversSharingRooms lists, sorted, the servers other than self with users joined to a room
+// userID is joined to.
+func serversSharingRooms(ctx context.Context, q storage.Querier, self, userID string) ([]string, error) {
+	users, err := storage.UsersSharingRooms(ctx, q, userID)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var servers []string
+	for _, u := range users {
+		parsed, err := spec.ParseUserID(u)
+		if err != nil {
+			continue
+		}
+		server := string(parsed.Server())
+		if server == self || seen[server] {
+			continue
+		}
+		seen[server] = true
+		servers = append(servers, server)
+	}
+	sort.Strings(servers)
+	return servers, nil
+}
 
 // maxReceiptRooms and maxReceiptUsers bound the work one m.receipt EDU can cause. NOTSPEC:
 // the spec sets no limit; an EDU is at most 64 KiB anyway.

@@ -43,6 +43,8 @@ func mountFederation(ctx context.Context, s *Server) error {
 		// guard every received event.
 		(&federation.QueryAPI{API: api, Local: s.clientAPI}).Routes(s.federationRouter)
 		api.HandleEDUs(s.clientAPI)
+		api.HandlePresence(s.clientAPI.Presence())
+		s.clientAPI.Presence().SetFederator(api)
 		s.rooms.SetReceiveCheck(api.ReceiveCheck)
 		s.rooms.SetOutbound(api.Sender)
 		s.clientAPI.SetRemoteRooms(api)

@@ -434,6 +434,7 @@ func MaxStreamPos(ctx context.Context, q Querier) (int64, error) {
 		SELECT COALESCE(MAX(stream_pos), 0) AS p FROM events
 		UNION ALL SELECT COALESCE(MAX(stream_pos), 0) FROM account_data
 		UNION ALL SELECT COALESCE(MAX(stream_pos), 0) FROM receipts
+		UNION ALL SELECT COALESCE(MAX(stream_pos), 0) FROM presence
 		UNION ALL SELECT COALESCE(MAX(pos), 0) FROM stream_reservations) AS positions`).Scan(&pos)
 	return pos, err
 }

@@ -206,3 +206,7 @@ func ToDeviceKey(userID, deviceID string) string { return "to_device " + userID 
 
 // OneTimeKeysKey names the one-time and fallback keys of one device.
 func OneTimeKeysKey(userID, deviceID string) string { return "otk " + userID + " " + deviceID }
+
+// PresenceKey names the presence a user hears about: their own and that of everyone sharing
+// a room with them.
+func PresenceKey(userID string) string { return "presence " + userID }
