@@ -139,6 +139,11 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request, d *Device) erro
 		},
 		"notifications": map[string]int64{"room": 50},
 	}
+	if rv.CreatorsHaveInfinitePower {
+		// "If the room's version is 12 or higher, the power level for sending m.room.tombstone
+		// events MUST explicitly be higher than state_default."
+		powerLevels["events"].(map[string]int64)["m.room.tombstone"] = 150
+	}
 	for k, v := range req.PowerLevelContentOverride {
 		powerLevels[k] = v
 	}
