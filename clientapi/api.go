@@ -141,7 +141,8 @@ func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog
 		limiters: limiters,
 	}
 	a.typing = newTypingTracker(db, roomServer.Stream(), a.joinedMemberIDs, log, clock)
-	a.presence = presence.New(presence.Config{DB: db, Stream: roomServer.Stream(), ServerName: cfg.ServerName, Clock: clock, Log: log})
+	a.presence = presence.New(presence.Config{DB: db, Stream: roomServer.Stream(), ServerName: cfg.ServerName, Clock: clock, Log: log,
+		RoomMembers: a.joinedMemberIDs})
 	a.unread = newBoundedMap[unreadKey, unreadEntry](maxUnreadEntries)
 	a.memberships = newBoundedMap[string, membershipEntry](maxMembershipEntries)
 	a.reads = newBoundedMap[string, readEntry](maxMembershipEntries)
@@ -172,6 +173,7 @@ func (a *API) Routes(r chi.Router) {
 				a.roomRoutes(r, h, authed)
 				a.syncRoutes(r, h, authed)
 				a.keysRoutes(r, authed)
+				a.miscRoutes(r, h, authed)
 				a.presenceRoutes(r, authed)
 			})
 		}

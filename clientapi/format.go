@@ -35,10 +35,12 @@ type Unsigned struct {
 	TransactionID   string          `json:"transaction_id,omitempty"`
 	RedactedBecause *ClientEvent    `json:"redacted_because,omitempty"`
 	Membership      string          `json:"membership,omitempty"`
+	// Relations are the bundled aggregations of the event's children (aggregations.go).
+	Relations map[string]any `json:"m.relations,omitempty"`
 }
 
 // formatter turns stored events into client events for one requesting device, loading what
-// unsigned needs (replaced state, redactions) in batches.
+// unsigned needs (replaced state, redactions, bundled aggregations) in batches.
 type formatter struct {
 	api      *API
 	userID   string
@@ -46,6 +48,8 @@ type formatter struct {
 	now      int64
 	// withRoomID includes room_id (everywhere but inside /sync rooms).
 	withRoomID bool
+	// bundleRooms caches, per room ID, what bundling aggregations needs of the room.
+	bundleRooms map[string]*bundleRoom
 }
 
 func (a *API) formatter(d *Device, withRoomID bool) *formatter {
@@ -84,6 +88,9 @@ func (f *formatter) formatAll(ctx context.Context, events []*rooms.Event) ([]Cli
 			}
 		}
 		out = append(out, ce)
+	}
+	if err := f.bundle(ctx, events, out, true); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -28,6 +28,11 @@ import (
 func (a *API) clientV1Routes(r chi.Router, authed func(func(http.ResponseWriter, *http.Request, *Device) error) http.Handler) {
 	r.Method(http.MethodGet, "/rooms/{roomId}/hierarchy", authed(a.getHierarchy))
 	r.Method(http.MethodGet, "/rooms/{roomId}/timestamp_to_event", authed(a.timestampToEvent))
+	r.Method(http.MethodGet, "/rooms/{roomId}/relations/{eventId}", authed(a.relations))
+	r.Method(http.MethodGet, "/rooms/{roomId}/relations/{eventId}/{relType}", authed(a.relations))
+	r.Method(http.MethodGet, "/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", authed(a.relations))
+	r.Method(http.MethodGet, "/rooms/{roomId}/threads", authed(a.threads))
+	a.miscV1Routes(r, authed)
 }
 
 // Bounds of a hierarchy walk. NOTSPEC: the spec sets none; these are Synapse's (page size

@@ -554,7 +554,7 @@ func (a *API) keyChanges(w http.ResponseWriter, r *http.Request, d *Device) erro
 	changed, left := []string{}, []string{}
 	if from < to {
 		var err error
-		changed, left, err = a.deviceListChanges(r.Context(), d.UserID, from, to, nil)
+		changed, left, _, err = a.deviceListChanges(r.Context(), d.UserID, from, to, nil)
 		if err != nil {
 			return err
 		}
@@ -566,16 +566,17 @@ func (a *API) keyChanges(w http.ResponseWriter, r *http.Request, d *Device) erro
 // deviceListChanges computes device_lists for (from, to] (client-server API "Tracking the
 // device list for a user"): changed are the users, the requester included, whose device
 // list changed and who share a room with userID, plus those who started sharing one; left
-// are those who no longer share any room after a membership change in the window. gate,
+// are those who no longer share any room after a membership change in the window, and
+// newlyShared those who share one after such a change (presence goes to them too). gate,
 // when set, says which rooms can have had membership changes (the stream's change index);
 // nil reads them all.
-func (a *API) deviceListChanges(ctx context.Context, userID string, from, to int64, gate func(roomNID int64) bool) (changed, left []string, err error) {
+func (a *API) deviceListChanges(ctx context.Context, userID string, from, to int64, gate func(roomNID int64) bool) (changed, left, newlyShared []string, err error) {
 	changedSet := map[string]bool{}
 	stream := a.rooms.Stream()
 	if gate == nil || stream.ChangedSince(streams.DeviceListKey(userID), from) {
 		users, err := storage.DeviceListsChanged(ctx, a.db, userID, from, to)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for _, u := range users {
 			changedSet[u] = true
@@ -587,7 +588,7 @@ func (a *API) deviceListChanges(ctx context.Context, userID string, from, to int
 	if gate == nil || stream.ChangedSince(streams.MembershipKey(userID), from) {
 		rows, err := storage.MembershipChanges(ctx, a.db, userID, from, to)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		seenRooms := map[int64]bool{}
 		for _, row := range rows {
@@ -597,7 +598,7 @@ func (a *API) deviceListChanges(ctx context.Context, userID string, from, to int
 			seenRooms[row.RoomNID] = true
 			members, err := storage.RoomMembers(ctx, a.db, row.RoomNID)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			for _, m := range members {
 				candidates[m] = true
@@ -606,7 +607,7 @@ func (a *API) deviceListChanges(ctx context.Context, userID string, from, to int
 	}
 	memberships, err := a.userMemberships(ctx, userID)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var active []int64
 	for _, m := range memberships {
@@ -617,7 +618,7 @@ func (a *API) deviceListChanges(ctx context.Context, userID string, from, to int
 	if len(active) > 0 {
 		users, err := storage.MemberChangesIn(ctx, a.db, active, from, to)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for _, u := range users {
 			candidates[u] = true
@@ -630,16 +631,17 @@ func (a *API) deviceListChanges(ctx context.Context, userID string, from, to int
 		}
 		shares, err := storage.SharesRoom(ctx, a.db, userID, u)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if shares {
 			changedSet[u] = true
+			newlyShared = append(newlyShared, u)
 		} else {
 			leftSet[u] = true
 			delete(changedSet, u)
 		}
 	}
-	return sortedKeys(changedSet), sortedKeys(leftSet), nil
+	return sortedKeys(changedSet), sortedKeys(leftSet), newlyShared, nil
 }
 
 func sortedKeys(set map[string]bool) []string {

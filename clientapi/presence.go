@@ -113,8 +113,9 @@ func (a *API) active(ctx context.Context, d *Device) {
 
 // syncPresence is the presence section of a /sync covering (since, to]: on an initial sync
 // the users sharing a room with the user (and the user) who are not offline, else those whose
-// presence changed in the window.
-func (a *API) syncPresence(ctx context.Context, userID string, filter *EventFilter, since, to int64, everything bool) ([]any, error) {
+// presence changed in the window, and those of newlyShared (who started sharing a room with
+// the user in the window: their presence is news to the user) who are not offline.
+func (a *API) syncPresence(ctx context.Context, userID string, filter *EventFilter, since, to int64, everything bool, newlyShared []string) ([]any, error) {
 	if (filter.Types != nil && !matchAny(filter.Types, "m.presence")) || matchAny(filter.NotTypes, "m.presence") ||
 		(filter.Limit != nil && *filter.Limit == 0) {
 		return nil, nil
@@ -129,6 +130,23 @@ func (a *API) syncPresence(ctx context.Context, userID string, filter *EventFilt
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !everything && len(newlyShared) > 0 {
+		listed := make(map[string]bool, len(rows))
+		for _, row := range rows {
+			listed[row.UserID] = true
+		}
+		var more []string
+		for _, u := range newlyShared {
+			if !listed[u] {
+				more = append(more, u)
+			}
+		}
+		shared, err := storage.PresenceOfUsers(ctx, a.db, more, to)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, shared...)
 	}
 	now := a.presence.Now()
 	var events []any

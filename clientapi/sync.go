@@ -264,14 +264,15 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 		return nil, err
 	}
 	// device_lists is only for incremental syncs (client-server API "Extensions to /sync").
+	var newlyShared []string
 	if since > 0 {
-		changedLists, leftLists, err := a.deviceListChanges(ctx, d.UserID, since, to, func(roomNID int64) bool {
+		changedLists, leftLists, shared, err := a.deviceListChanges(ctx, d.UserID, since, to, func(roomNID int64) bool {
 			return stream.ChangedSince(streams.RoomMembersKey(roomNID), since)
 		})
 		if err != nil {
 			return nil, err
 		}
-		resp.DeviceLists["changed"], resp.DeviceLists["left"] = changedLists, leftLists
+		resp.DeviceLists["changed"], resp.DeviceLists["left"], newlyShared = changedLists, leftLists, shared
 	}
 	active := map[int64]bool{}
 	receiptsChanged := false
@@ -366,7 +367,7 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 		}
 	}
 
-	presenceEvents, err := a.syncPresence(ctx, d.UserID, &filter.Presence, since, to, everything)
+	presenceEvents, err := a.syncPresence(ctx, d.UserID, &filter.Presence, since, to, everything, newlyShared)
 	if err != nil {
 		return nil, err
 	}

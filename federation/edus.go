@@ -67,10 +67,19 @@ func (a *API) HandlePresence(sink PresenceSink) {
 // other server sharing a room with them (presence.Federator).
 func (a *API) SendPresence(ctx context.Context, userID string, update presence.Update) error {
 	destinations, err := serversSharingRooms(ctx, a.DB, a.ServerName, userID)
-	if err != nil || len(destinations) == 0 {
+	if err != nil {
 		return err
 	}
-	content, err := presence.MarshalUpdates(update)
+	return a.SendPresenceTo(ctx, destinations, []presence.Update{update})
+}
+
+// SendPresenceTo queues an m.presence EDU with updates (of our users) for destinations
+// (presence.Federator).
+func (a *API) SendPresenceTo(ctx context.Context, destinations []string, updates []presence.Update) error {
+	if len(destinations) == 0 || len(updates) == 0 {
+		return nil
+	}
+	content, err := presence.MarshalUpdates(updates...)
 	if err != nil {
 		return err
 	}

@@ -29,9 +29,10 @@ func presenceOf(t *testing.T, resp *mautrix.RespSync, userID id.UserID) *event.P
 	return nil
 }
 
-// TestFederatedPresence: Alice on the first server and Bob on the second share a room. Bob's
-// client sees Alice come online when her client syncs, sees the status she sets (m.presence
-// EDUs), reads it with GET /presence from his own server, and Alice sees Bob's in return.
+// TestFederatedPresence: Alice on the first server is online and has set a status when Bob on
+// the second joins her room: his server hears of her presence as it joins (not only at her
+// next change), so his client sees it, and GET /presence on his server answers it. Bob's
+// own changes reach Alice's client in return.
 func TestFederatedPresence(t *testing.T) {
 	testserver.EachEngine(t, func(t *testing.T, engine storage.Engine) {
 		ctx := context.Background()
@@ -39,22 +40,13 @@ func TestFederatedPresence(t *testing.T) {
 		alice := hs1.Register(t, "alice")
 		bob := hs2.Register(t, "bob")
 		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		joinVia(t, room.RoomID, hs1, bob)
-
-		// Both clients sync (with set_presence=online), which makes them online.
-		initialSync(t, bob)
-		aliceSince := syncUntil(t, alice, "", func(resp *mautrix.RespSync) bool {
-			p := presenceOf(t, resp, bob.UserID)
-			return p != nil && p.Presence == event.PresenceOnline
-		})
-		bobSince := syncUntil(t, bob, "", func(resp *mautrix.RespSync) bool {
-			p := presenceOf(t, resp, alice.UserID)
-			return p != nil && p.Presence == event.PresenceOnline
-		})
-
+		aliceSince := initialSync(t, alice) // with set_presence=online
 		if err := alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "in a meeting"}); err != nil {
 			t.Fatalf("alice sets her presence: %v", err)
 		}
+
+		bobSince := initialSync(t, bob)
+		joinVia(t, room.RoomID, hs1, bob)
 		syncUntil(t, bob, bobSince, func(resp *mautrix.RespSync) bool {
 			p := presenceOf(t, resp, alice.UserID)
 			return p != nil && p.Presence == event.PresenceUnavailable && p.StatusMessage == "in a meeting"

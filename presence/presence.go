@@ -147,10 +147,12 @@ func shouldNotify(old, next Status) bool {
 	return false
 }
 
-// Federator sends our users' presence to the other servers sharing a room with them (the
-// federation API).
+// Federator sends our users' presence to other servers (the federation API).
 type Federator interface {
+	// SendPresence sends update, of userID, to the other servers sharing a room with them.
 	SendPresence(ctx context.Context, userID string, update Update) error
+	// SendPresenceTo sends updates to the given servers.
+	SendPresenceTo(ctx context.Context, destinations []string, updates []Update) error
 }
 
 // Config is what a Tracker needs.
@@ -160,6 +162,8 @@ type Config struct {
 	ServerName string
 	Clock      func() time.Time
 	Log        *slog.Logger
+	// RoomMembers lists the users joined to a room.
+	RoomMembers func(ctx context.Context, roomID string) ([]string, error)
 }
 
 // Tracker keeps the presence of every user.
@@ -487,8 +491,7 @@ func (t *Tracker) Fresh(row storage.PresenceRow) Status {
 }
 
 // ApplyRemote applies the entries of an m.presence EDU from origin. Entries about users of
-// other servers than origin, with a bad state or an oversized status message, or about users
-// who share no room with any of ours, are skipped.
+// other servers than origin, with a bad state or an oversized status message, are skipped.
 func (t *Tracker) ApplyRemote(ctx context.Context, origin string, updates []Update) error {
 	now := t.cfg.Clock()
 	var errs []error
@@ -513,19 +516,12 @@ func (t *Tracker) ApplyRemote(ctx context.Context, origin string, updates []Upda
 }
 
 func (t *Tracker) applyRemote(ctx context.Context, next Status, now time.Time) error {
+	// Kept even when the user shares no room with ours yet: a server sends its users'
+	// presence as our server joins one of its rooms, which may be before our side of the
+	// join has committed. Only those sharing a room are woken.
 	users, err := storage.UsersSharingRooms(ctx, t.cfg.DB, next.UserID)
 	if err != nil {
 		return err
-	}
-	interested := false
-	for _, u := range users {
-		if t.isLocal(u) {
-			interested = true
-			break
-		}
-	}
-	if !interested {
-		return nil // NOTSPEC: as Synapse, presence of users nobody here can see is dropped
 	}
 	old := Status{UserID: next.UserID, Presence: Offline}
 	row, err := storage.LoadPresence(ctx, t.cfg.DB, next.UserID)
@@ -675,6 +671,78 @@ func (t *Tracker) sweepRemote(ctx context.Context) {
 		}
 	}
 }
+
+// Joined is told of every user who joins a room (rooms.Server.SetJoinObserver), so that a
+// server new to a room hears at once of the presence of our users there, and the servers of
+// a room that one of ours joins hear of theirs, rather than at the next change or repeat.
+// NOTSPEC: the spec does not say when presence is first sent; this is what Synapse does.
+func (t *Tracker) Joined(roomID, userID string) {
+	t.mu.Lock()
+	fed := t.fed
+	t.mu.Unlock()
+	if fed == nil || t.cfg.RoomMembers == nil {
+		return
+	}
+	joiner, err := spec.ParseUserID(userID)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	members, err := t.cfg.RoomMembers(ctx, roomID)
+	if err != nil {
+		t.cfg.Log.Warn("presence: members of a joined room", "room", roomID, "err", err)
+		return
+	}
+	var local []string
+	servers := map[string]bool{}
+	for _, m := range members {
+		parsed, err := spec.ParseUserID(m)
+		if err != nil {
+			continue
+		}
+		if parsed.Server() == t.cfg.ServerName {
+			local = append(local, m)
+		} else if m != userID {
+			servers[parsed.Server()] = true
+		}
+	}
+	var destinations, about []string
+	if joiner.Server() == t.cfg.ServerName {
+		// One of ours: the room's other servers hear of them.
+		for server := range servers {
+			destinations = append(destinations, server)
+		}
+		about = []string{userID}
+	} else if !servers[joiner.Server()] {
+		// The first of their server in the room: that server hears of ours.
+		destinations, about = []string{joiner.Server()}, local
+	}
+	if len(destinations) == 0 || len(about) == 0 {
+		return
+	}
+	rows, err := storage.PresenceOfUsers(ctx, t.cfg.DB, about, 1<<62)
+	if err != nil {
+		t.cfg.Log.Warn("presence: read presence of room members", "room", roomID, "err", err)
+		return
+	}
+	now := t.cfg.Clock()
+	updates := make([]Update, 0, len(rows))
+	for _, row := range rows {
+		updates = append(updates, t.Fresh(row).Update(now))
+	}
+	for len(updates) > 0 {
+		n := min(len(updates), maxPushPerEDU)
+		if err := fed.SendPresenceTo(ctx, destinations, updates[:n]); err != nil {
+			t.cfg.Log.Warn("presence: tell a room's servers", "room", roomID, "err", err)
+			return
+		}
+		updates = updates[n:]
+	}
+}
+
+// maxPushPerEDU bounds the entries of one m.presence EDU we send.
+const maxPushPerEDU = 100
 
 // MarshalUpdates is the content of an m.presence EDU carrying updates.
 func MarshalUpdates(updates ...Update) (json.RawMessage, error) {

@@ -453,7 +453,9 @@ func (s *Server) persistReceived(ctx context.Context, r *room, ev *spec.Event, p
 	if status != storage.EventAccepted {
 		return e, nil
 	}
-	changed := newHead.apply(r)
+	changed := newHead.changedEvents(r)
+	joins := r.newlyJoined(changed)
+	newHead.apply(r)
 	r.recent.add(e)
 	if target := e.Redacts(); target != "" {
 		s.applyRedaction(ctx, r, target)
@@ -472,6 +474,7 @@ func (s *Server) persistReceived(ctx context.Context, r *room, ev *spec.Event, p
 	}
 	s.stream.MarkChanged(pos, keys...)
 	s.stream.Finish(pos, wake...)
+	s.announceJoins(r, joins)
 	return e, nil
 }
 
@@ -486,23 +489,33 @@ type roomHead struct {
 }
 
 // apply installs the head in r and returns the state events that changed.
-func (h *roomHead) apply(r *room) []*Event {
+// changedEvents lists the state events that apply would change in r's current state.
+func (h *roomHead) changedEvents(r *room) []*Event {
 	var changed []*Event
+	if h.state == nil {
+		for _, e := range h.changes {
+			changed = append(changed, e)
+		}
+		return changed
+	}
+	for tuple, e := range h.state {
+		if old, ok := r.state[tuple]; !ok || old.NID != e.NID {
+			changed = append(changed, e)
+		}
+	}
+	return changed
+}
+
+// apply makes h the room's head.
+func (h *roomHead) apply(r *room) {
 	if h.state == nil {
 		for tuple, e := range h.changes {
 			r.setState(tuple, e)
-			changed = append(changed, e)
 		}
 	} else {
-		for tuple, e := range h.state {
-			if old, ok := r.state[tuple]; !ok || old.NID != e.NID {
-				changed = append(changed, e)
-			}
-		}
 		r.state, r.joined, r.joinedIndex = h.state, nil, nil
 	}
 	r.extremities, r.chain = h.extremities, h.chain
-	return changed
 }
 
 // advanceHead makes e a forward extremity (replacing its prev events) and computes the room's

@@ -331,6 +331,11 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 	}
 	r.chain = chain
 	tuples.commit()
+	changes := make([]*Event, 0, len(stateChanges))
+	for _, e := range stateChanges {
+		changes = append(changes, e)
+	}
+	joins := r.newlyJoined(changes)
 	for tuple, e := range stateChanges {
 		r.setState(tuple, e)
 	}
@@ -352,6 +357,7 @@ func (s *Server) persistLocked(ctx context.Context, r *room, built []pending) ([
 	if len(notify) > 0 {
 		s.outbound.Notify(notify...)
 	}
+	s.announceJoins(r, joins)
 	return stored, nil
 }
 

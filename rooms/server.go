@@ -43,6 +43,8 @@ type Server struct {
 	outbound Outbound
 	// receiveCheck, when set, runs first on every received event (receive.go).
 	receiveCheck ReceiveCheck
+	// joined, when set, hears of every user who became joined to a room (SetJoinObserver).
+	joined func(roomID, userID string)
 
 	mu       sync.Mutex
 	rooms    map[string]*room
@@ -390,6 +392,43 @@ func copyState(state map[spec.StateTuple]*Event) map[spec.StateTuple]*Event {
 		out[k] = v
 	}
 	return out
+}
+
+// SetJoinObserver makes f hear of every user who becomes joined to a room's current state,
+// ours or another server's, once that is committed. f runs in its own goroutine: it must not
+// hold up the room. Call it before the server takes requests.
+func (s *Server) SetJoinObserver(f func(roomID, userID string)) { s.joined = f }
+
+// newlyJoined lists the users whom the member events among changes make joined while the
+// room's current state does not have them joined yet. Call it before applying changes.
+func (r *room) newlyJoined(changes []*Event) []string {
+	var users []string
+	for _, e := range changes {
+		if e.Type() != "m.room.member" || e.StateKey() == nil {
+			continue
+		}
+		if m, _ := e.Membership(); m != "join" {
+			continue
+		}
+		userID := *e.StateKey()
+		if old, ok := r.state[spec.StateTuple{Type: "m.room.member", StateKey: userID}]; ok {
+			if m, _ := old.Membership(); m == "join" {
+				continue
+			}
+		}
+		users = append(users, userID)
+	}
+	return users
+}
+
+// announceJoins tells the join observer of users newly joined to r.
+func (s *Server) announceJoins(r *room, users []string) {
+	if s.joined == nil {
+		return
+	}
+	for _, u := range users {
+		go s.joined(r.id, u)
+	}
 }
 
 // setState changes one entry of the room's current state, keeping the joined list in step.

@@ -45,6 +45,7 @@ func mountFederation(ctx context.Context, s *Server) error {
 		api.HandleEDUs(s.clientAPI)
 		api.HandlePresence(s.clientAPI.Presence())
 		s.clientAPI.Presence().SetFederator(api)
+		s.rooms.SetJoinObserver(s.clientAPI.Presence().Joined)
 		s.rooms.SetReceiveCheck(api.ReceiveCheck)
 		s.rooms.SetOutbound(api.Sender)
 		s.clientAPI.SetRemoteRooms(api)

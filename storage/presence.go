@@ -65,6 +65,21 @@ func PresenceSharing(ctx context.Context, q Querier, viewer string, to int64) ([
 		viewer, to)
 }
 
+// PresenceOfUsers reads the presence of users who are not offline, as of position to.
+func PresenceOfUsers(ctx context.Context, q Querier, users []string, to int64) ([]PresenceRow, error) {
+	var out []PresenceRow
+	for _, chunk := range chunks(users, 500) {
+		args := append([]any{to}, textArgs(chunk)...)
+		rows, err := queryPresence(ctx, q, `SELECT `+presenceColumns+` FROM presence
+			WHERE presence <> 'offline' AND stream_pos <= $1 AND user_id IN (`+placeholders(len(chunk), 2)+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rows...)
+	}
+	return out, nil
+}
+
 // PresenceNotOffline lists the users who are not offline and whose row was last written
 // before updatedBefore, by user ID, at most limit of them.
 func PresenceNotOffline(ctx context.Context, q Querier, updatedBefore int64, limit int) ([]PresenceRow, error) {

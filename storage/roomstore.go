@@ -132,6 +132,7 @@ func InsertEvent(ctx context.Context, q Querier, e *EventRow) (int64, error) {
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING event_nid`,
 		e.EventID, e.RoomNID, e.StreamPos, int(e.Status), e.Depth, e.Type, e.StateKey, e.Sender, e.OriginTS,
 		e.StateBefore, e.StateAfter, e.ReplacesNID, nullString(e.SenderDevice), nullString(e.TxnID), string(e.JSON)).Scan(&e.NID)
+	err = indexRelations(ctx, q, err, e)
 	return e.NID, err
 }
 
@@ -148,6 +149,7 @@ func StoreReceivedEvent(ctx context.Context, q Querier, e *EventRow) (int64, err
 		RETURNING event_nid`,
 		e.EventID, e.RoomNID, e.StreamPos, int(e.Status), e.Depth, e.Type, e.StateKey, e.Sender, e.OriginTS,
 		e.StateBefore, e.StateAfter, e.ReplacesNID, nullString(e.SenderDevice), nullString(e.TxnID), string(e.JSON)).Scan(&e.NID)
+	err = indexRelations(ctx, q, err, e)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("event %s: %w", e.EventID, ErrExists)
 	}
@@ -261,7 +263,7 @@ func RoomEventsAfter(ctx context.Context, q Querier, roomNID, from, to int64, li
 // SetRedactedBy marks an event as redacted by a redaction event.
 func SetRedactedBy(ctx context.Context, q Querier, eventID, redactionID string) error {
 	_, err := q.Exec(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL`, redactionID, eventID)
-	return err
+	return unindexRelation(ctx, q, err, eventID)
 }
 
 // InsertSnapshot stores a state snapshot as a delta against baseNID.
@@ -813,7 +815,7 @@ func AllocateBackfillPositions(ctx context.Context, q Querier, n int) (int64, er
 // negative one from AllocateBackfillPositions.
 func SetBackfillPosition(ctx context.Context, q Querier, eventNID, pos int64) error {
 	_, err := q.Exec(ctx, `UPDATE events SET stream_pos = $1 WHERE event_nid = $2 AND stream_pos = 0`, pos, eventNID)
-	return err
+	return indexPositionedRelation(ctx, q, err, eventNID)
 }
 
 // StoredEventRef is the numeric ID and status of a stored event.
@@ -848,6 +850,9 @@ func InsertEventsIfAbsent(ctx context.Context, q Querier, events []*EventRow) (m
 		if _, err := q.Exec(ctx, sb.String(), args...); err != nil {
 			return nil, err
 		}
+	}
+	if err := indexRelations(ctx, q, nil, events...); err != nil {
+		return nil, err
 	}
 	return StoredEventRefs(ctx, q, ids)
 }
