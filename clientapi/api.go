@@ -175,6 +175,7 @@ func (a *API) Routes(r chi.Router) {
 				a.keysRoutes(r, authed)
 				a.miscRoutes(r, h, authed)
 				a.presenceRoutes(r, authed)
+				a.oldSyncRoutes(r, authed)
 			})
 		}
 		r.Route("/unstable/org.matrix.msc3814.v1", func(r chi.Router) {
