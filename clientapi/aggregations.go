@@ -145,6 +145,9 @@ func (f *formatter) bundleRoomEvents(ctx context.Context, roomID string, events 
 	if err != nil || !br.readable {
 		return err
 	}
+	if has, err := storage.RoomHasRelations(ctx, f.api.db, br.roomNID); err != nil || !has {
+		return err
+	}
 	parents := make([]storage.AggregationParent, 0, len(indexes))
 	for _, i := range indexes {
 		e := events[i]

@@ -68,6 +68,8 @@ type DB struct {
 	// query_only connections; for PostgreSQL it is the same pool as writer.
 	reader  *sql.DB
 	queries queryCache
+	// relationRooms remembers which rooms have relations (relations.go).
+	relationRooms relationRooms
 }
 
 var (

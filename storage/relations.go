@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/scrambledeggs/eggs/spec"
 )
@@ -90,6 +91,7 @@ func indexRelations(ctx context.Context, q Querier, err error, events ...*EventR
 		if !ok {
 			continue
 		}
+		relationRoomsOf(q).mark(e.RoomNID)
 		// The stored row decides: its position, status and redaction.
 		res, err := q.Exec(ctx, `INSERT INTO event_relations
 				(event_nid, event_id, room_nid, relates_to_id, rel_type, type, sender, stream_pos)
@@ -276,11 +278,92 @@ const MaxBundledReferences = 100
 // aggregationChunk bounds the parents of one query.
 const aggregationChunk = 150
 
+// paddedLength rounds a list length up to one of a few sizes (at most aggregationChunk).
+func paddedLength(n int) int {
+	for _, size := range []int{4, 16, 50} {
+		if n <= size {
+			return size
+		}
+	}
+	return aggregationChunk
+}
+
+// relationRooms remembers, per room, whether it has any relation in the index, so that
+// responses about rooms without any (most of them, most of the time) skip the aggregation
+// queries. A room is marked as having relations as soon as one is indexed, before the
+// indexing transaction commits; "none" is only recorded when nothing marked the room, so a
+// reader never keeps a stale "none" over a concurrent writer's mark. A redaction that
+// removes a room's last relation leaves the mark: the queries then find nothing.
+type relationRooms struct {
+	mu  sync.Mutex
+	has map[int64]bool
+}
+
+func (r *relationRooms) mark(roomNID int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.has == nil {
+		r.has = map[int64]bool{}
+	}
+	r.has[roomNID] = true
+}
+
+func (r *relationRooms) get(roomNID int64) (has, known bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	has, known = r.has[roomNID]
+	return has, known
+}
+
+func (r *relationRooms) setNone(roomNID int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.has == nil {
+		r.has = map[int64]bool{}
+	}
+	if _, known := r.has[roomNID]; !known {
+		r.has[roomNID] = false
+	}
+}
+
+func relationRoomsOf(q Querier) *relationRooms {
+	switch q := q.(type) {
+	case *DB:
+		return &q.relationRooms
+	case *Tx:
+		return q.relationRooms
+	}
+	return &relationRooms{} // remembers nothing beyond this call
+}
+
+// roomHasRelations reports whether the room has any relation in the index.
+func RoomHasRelations(ctx context.Context, q Querier, roomNID int64) (bool, error) {
+	rooms := relationRoomsOf(q)
+	if has, known := rooms.get(roomNID); known {
+		return has, nil
+	}
+	var n int
+	err := q.QueryRow(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM event_relations WHERE room_nid = $1 LIMIT 1) AS one`, roomNID).Scan(&n)
+	if err != nil {
+		return false, err
+	}
+	if n > 0 {
+		rooms.mark(roomNID)
+		return true, nil
+	}
+	rooms.setNone(roomNID)
+	has, _ := rooms.get(roomNID)
+	return has, nil
+}
+
 // Aggregations reads the aggregations of parents in a room for userID, from their children
 // at stream positions up to upper. Parents without children are left out. It costs one
 // query when no parent has children, and one more for each kind of aggregation found.
 func Aggregations(ctx context.Context, q Querier, roomNID int64, parents []AggregationParent, upper int64, userID string) (map[string]*Aggregation, error) {
 	out := map[string]*Aggregation{}
+	if has, err := RoomHasRelations(ctx, q, roomNID); err != nil || !has {
+		return out, err
+	}
 	byID := make(map[string]AggregationParent, len(parents))
 	for _, p := range parents {
 		byID[p.EventID] = p
@@ -293,11 +376,17 @@ func Aggregations(ctx context.Context, q Querier, roomNID int64, parents []Aggre
 		for _, p := range chunk {
 			args = append(args, p.EventID)
 		}
+		// A few fixed list lengths, padded with an ID no event has, so that the statement
+		// is prepared once per length rather than once per number of parents.
+		n := paddedLength(len(chunk))
+		for len(args) < 6+n {
+			args = append(args, "")
+		}
 		rows, err := q.Query(ctx, `SELECT relates_to_id, rel_type, COUNT(*), MAX(stream_pos),
 				MAX(CASE WHEN sender = $3 THEN 1 ELSE 0 END)
 			FROM event_relations
 			WHERE room_nid = $1 AND stream_pos <= $2 AND rel_type IN ($4, $5, $6)
-			AND relates_to_id IN (`+placeholders(len(chunk), 7)+`)
+			AND relates_to_id IN (`+placeholders(n, 7)+`)
 			GROUP BY relates_to_id, rel_type`, args...)
 		if err != nil {
 			return nil, err

@@ -20,9 +20,10 @@ const firstRetryDelay = 5 * time.Millisecond
 // Tx is a transaction started by DB.WithTx. Every statement sent through it
 // runs on the transaction's connection, including reads.
 type Tx struct {
-	engine  Engine
-	tx      *sql.Tx
-	queries *queryCache
+	engine        Engine
+	tx            *sql.Tx
+	queries       *queryCache
+	relationRooms *relationRooms
 }
 
 // Engine reports which engine the transaction runs on.
@@ -88,7 +89,7 @@ func (db *DB) runTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 			_ = sqlTx.Rollback()
 		}
 	}()
-	if err := fn(&Tx{engine: db.engine, tx: sqlTx, queries: &db.queries}); err != nil {
+	if err := fn(&Tx{engine: db.engine, tx: sqlTx, queries: &db.queries, relationRooms: &db.relationRooms}); err != nil {
 		return err
 	}
 	committed = true
