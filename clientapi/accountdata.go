@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -76,16 +77,42 @@ func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, d *Device) 
 		return httpapi.NotJSON("Content must be a JSON object.")
 	}
 
-	stream := a.rooms.Stream()
-	pos := stream.Allocate()
-	err = storage.PutAccountData(r.Context(), a.db, d.UserID, roomID, dataType, content.Bytes(), pos)
-	stream.MarkChanged(pos, streams.AccountDataKey(d.UserID))
-	stream.Finish(pos, d.UserID)
+	err = a.putAccountDataContent(r.Context(), d.UserID, roomID, dataType, content.Bytes())
 	if err != nil {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
 	return nil
+}
+
+// putAccountDataContent sets one piece of a user's account data (roomID "" for global).
+func (a *API) putAccountDataContent(ctx context.Context, userID, roomID, dataType string, content []byte) error {
+	return a.writeAccountData(userID, func(pos int64) (bool, error) {
+		err := storage.PutAccountData(ctx, a.db, userID, roomID, dataType, content, pos)
+		return err == nil, err
+	})
+}
+
+// updateAccountData changes one piece of a user's account data (roomID "" for global) to
+// what update makes of the current content (nil when there is none), atomically. update
+// returns nil content to leave it as it is.
+func (a *API) updateAccountData(ctx context.Context, userID, roomID, dataType string, update func(current []byte) ([]byte, error)) error {
+	return a.writeAccountData(userID, func(pos int64) (bool, error) {
+		return storage.UpdateAccountData(ctx, a.db, userID, roomID, dataType, pos, update)
+	})
+}
+
+// writeAccountData runs write, a change of userID's account data, at a new stream position,
+// so that /sync delivers it; write reports whether it changed anything.
+func (a *API) writeAccountData(userID string, write func(pos int64) (bool, error)) error {
+	stream := a.rooms.Stream()
+	pos := stream.Allocate()
+	changed, err := write(pos)
+	if changed {
+		stream.MarkChanged(pos, streams.AccountDataKey(userID))
+	}
+	stream.Finish(pos, userID)
+	return err
 }
 
 // GET /user/{userId}/account_data/{type} and GET /user/{userId}/rooms/{roomId}/account_data/{type}

@@ -234,12 +234,7 @@ func (a *API) setFullyRead(ctx context.Context, d *Device, roomID string, target
 	if err != nil {
 		return err
 	}
-	stream := a.rooms.Stream()
-	pos := stream.Allocate()
-	err = storage.PutAccountData(ctx, a.db, d.UserID, roomID, receiptFullyRead, content, pos)
-	stream.MarkChanged(pos, streams.AccountDataKey(d.UserID))
-	stream.Finish(pos, d.UserID)
-	return err
+	return a.putAccountDataContent(ctx, d.UserID, roomID, receiptFullyRead, content)
 }
 
 // setReceipt stores a receipt and wakes those whose /sync shows it: the user for a private

@@ -12,7 +12,6 @@ import (
 	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/spec"
 	"github.com/scrambledeggs/eggs/storage"
-	"github.com/scrambledeggs/eggs/streams"
 )
 
 // Room tagging (client-server API "Room Tagging", tags.yaml). A user's tags on a room are
@@ -183,12 +182,9 @@ func (a *API) deleteTag(w http.ResponseWriter, r *http.Request, d *Device) error
 var errTooManyTags = httpapi.TooLarge("The room's tags would exceed %d bytes", maxAccountDataSize)
 
 // updateTags applies change to the room's m.tag, atomically, and answers {}. change reports
-// whether it changed anything; if it did, the new m.tag takes a stream position, as in
-// putAccountData, so that /sync delivers it.
+// whether it changed anything.
 func (a *API) updateTags(w http.ResponseWriter, r *http.Request, d *Device, roomID string, change func(*tagContent) bool) error {
-	stream := a.rooms.Stream()
-	pos := stream.Allocate()
-	changed, err := storage.UpdateAccountData(r.Context(), a.db, d.UserID, roomID, tagAccountData, pos,
+	err := a.updateAccountData(r.Context(), d.UserID, roomID, tagAccountData,
 		func(current []byte) ([]byte, error) {
 			c := parseTagContent(current)
 			if !change(c) {
@@ -203,10 +199,6 @@ func (a *API) updateTags(w http.ResponseWriter, r *http.Request, d *Device, room
 			}
 			return content, nil
 		})
-	if changed {
-		stream.MarkChanged(pos, streams.AccountDataKey(d.UserID))
-	}
-	stream.Finish(pos, d.UserID)
 	if err != nil {
 		return err
 	}
