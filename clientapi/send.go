@@ -28,6 +28,7 @@ func (a *API) roomRoutes(r chi.Router, h func(httpapi.Handler) http.Handler, aut
 	r.Method(http.MethodGet, "/rooms/{roomId}/state", authed(a.getAllState))
 	r.Method(http.MethodPut, "/rooms/{roomId}/redact/{eventId}/{txnId}", authed(a.redact))
 	r.Method(http.MethodPost, "/rooms/{roomId}/upgrade", authed(a.upgradeRoom))
+	r.Method(http.MethodPost, "/search", authed(a.search))
 	a.membershipRoutes(r, authed)
 	a.eventRoutes(r, authed)
 	a.directoryRoutes(r, h, authed)

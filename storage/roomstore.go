@@ -263,6 +263,7 @@ func RoomEventsAfter(ctx context.Context, q Querier, roomNID, from, to int64, li
 // SetRedactedBy marks an event as redacted by a redaction event.
 func SetRedactedBy(ctx context.Context, q Querier, eventID, redactionID string) error {
 	_, err := q.Exec(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL`, redactionID, eventID)
+	err = unindexForSearch(ctx, q, err, eventID)
 	return unindexRelation(ctx, q, err, eventID)
 }
 
