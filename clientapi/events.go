@@ -323,37 +323,63 @@ type page struct {
 // at stream position from: backwards (positions bound < pos <= from, newest first) or
 // forwards (from < pos <= bound, oldest first).
 func (a *API) scan(ctx context.Context, rr *roomReader, filter *RoomEventFilter, from, bound int64, backwards bool, limit int) (*page, error) {
+	return a.scanVisible(ctx, rr, from, bound, backwards, limit, func(cursor int64, want int) ([]scanned, error) {
+		batch, err := a.timelinePage(ctx, rr.roomNID, cursor, bound, backwards, want)
+		items := make([]scanned, len(batch))
+		for i, e := range batch {
+			items[i] = scanned{pos: e.StreamPos}
+			if filter.AllowsEvent(e) {
+				items[i].event = e
+			}
+		}
+		return items, err
+	})
+}
+
+// scanned is one position examined by scanVisible: the event there, or nil when it is not
+// one to return whatever its visibility (filtered out, unreadable).
+type scanned struct {
+	pos   int64
+	event *rooms.Event
+}
+
+// scanVisible pages through positions from from towards bound with fetch (which returns up
+// to want positions past cursor in the direction of travel) and collects up to limit of the
+// events the user may see. It stops with more set after maxScannedEvents positions, so that
+// a long stretch of hidden history costs a bounded amount per request.
+func (a *API) scanVisible(ctx context.Context, rr *roomReader, from, bound int64, backwards bool, limit int,
+	fetch func(cursor int64, want int) ([]scanned, error)) (*page, error) {
 	p := &page{cursor: from}
-	if (backwards && from <= bound) || (!backwards && from >= bound) {
-		return p, nil
-	}
 	examined := 0
-	for {
+	for limit > 0 {
+		if (backwards && p.cursor <= bound) || (!backwards && p.cursor >= bound) {
+			return p, nil
+		}
 		want := min(max(limit-len(p.events)+1, 50), limit+1)
-		batch, err := a.timelinePage(ctx, rr.roomNID, p.cursor, bound, backwards, want)
+		batch, err := fetch(p.cursor, want)
 		if err != nil {
 			return nil, err
 		}
-		for _, e := range batch {
+		for _, item := range batch {
 			if len(p.events) == limit {
 				p.more = true
 				return p, nil
 			}
 			examined++
 			if backwards {
-				p.cursor = e.StreamPos - 1
+				p.cursor = item.pos - 1
 			} else {
-				p.cursor = e.StreamPos
+				p.cursor = item.pos
 			}
-			if !filter.AllowsEvent(e) {
+			if item.event == nil {
 				continue
 			}
-			ok, err := rr.visibility.allows(ctx, e)
+			ok, err := rr.visibility.allows(ctx, item.event)
 			if err != nil {
 				return nil, err
 			}
 			if ok {
-				p.events = append(p.events, e)
+				p.events = append(p.events, item.event)
 			}
 		}
 		if len(batch) < want {
@@ -364,6 +390,7 @@ func (a *API) scan(ctx context.Context, rr *roomReader, filter *RoomEventFilter,
 			return p, nil
 		}
 	}
+	return p, nil
 }
 
 // timelinePage reads up to limit of a room's timeline events between from and bound, as
@@ -707,19 +734,31 @@ func (a *API) eventContext(w http.ResponseWriter, r *http.Request, d *Device) er
 // GET /rooms/{roomId}/event/{eventId} (rooms.yaml): 404 when the event is not found or the
 // user may not see it.
 func (a *API) getEvent(w http.ResponseWriter, r *http.Request, d *Device) error {
-	ctx := r.Context()
-	rr, err := a.roomReader(ctx, pathParam(r, "roomId"), d.UserID)
+	_, e, err := a.readableEvent(r.Context(), pathParam(r, "roomId"), d.UserID, pathParam(r, "eventId"))
+	if err != nil {
+		return err
+	}
+	return a.writeEvent(w, r, d, e)
+}
+
+// readableEvent reads eventID of roomID as userID may see it, with the room's reader: 404
+// M_NOT_FOUND when the user cannot read the room, or the event is not in its timeline or is
+// hidden from them.
+func (a *API) readableEvent(ctx context.Context, roomID, userID, eventID string) (*roomReader, *rooms.Event, error) {
+	rr, err := a.roomReader(ctx, roomID, userID)
 	if err == errNoAccess {
-		return httpapi.NotFound("Event not found")
+		return nil, nil, httpapi.NotFound("Event not found")
 	}
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	e, err := a.visibleEvent(ctx, rr, pathParam(r, "eventId"))
-	if err != nil {
-		return err
-	}
-	out, err := a.formatter(d, true).formatAll(ctx, []*rooms.Event{e})
+	e, err := a.visibleEvent(ctx, rr, eventID)
+	return rr, e, err
+}
+
+// writeEvent answers one event, formatted for the device.
+func (a *API) writeEvent(w http.ResponseWriter, r *http.Request, d *Device, e *rooms.Event) error {
+	out, err := a.formatter(d, true).formatAll(r.Context(), []*rooms.Event{e})
 	if err != nil {
 		return err
 	}
@@ -827,20 +866,27 @@ func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request, d *Device) e
 		if m, _ := e.Membership(); m != "join" {
 			continue
 		}
-		var c struct {
-			DisplayName any `json:"displayname"`
-			AvatarURL   any `json:"avatar_url"`
-		}
-		_ = json.Unmarshal(e.Content(), &c)
 		var member roomMember
-		if s, ok := c.DisplayName.(string); ok {
-			member.DisplayName = &s
-		}
-		if s, ok := c.AvatarURL.(string); ok {
-			member.AvatarURL = &s
-		}
+		member.DisplayName, member.AvatarURL = memberProfile(e)
 		joined[tuple.StateKey] = member
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"joined": joined})
 	return nil
+}
+
+// memberProfile reads the display name and avatar URL of a member event; each is nil unless
+// the content has it as a string.
+func memberProfile(e *rooms.Event) (displayName, avatarURL *string) {
+	var c struct {
+		DisplayName any `json:"displayname"`
+		AvatarURL   any `json:"avatar_url"`
+	}
+	_ = json.Unmarshal(e.Content(), &c)
+	if s, ok := c.DisplayName.(string); ok {
+		displayName = &s
+	}
+	if s, ok := c.AvatarURL.(string); ok {
+		avatarURL = &s
+	}
+	return displayName, avatarURL
 }

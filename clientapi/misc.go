@@ -117,22 +117,10 @@ func (a *API) getEventByID(w http.ResponseWriter, r *http.Request, d *Device) er
 	if err != nil {
 		return err
 	}
-	rr, err := a.roomReader(ctx, e.RoomID(), d.UserID)
-	if err == errNoAccess {
-		return notFound
-	}
-	if err != nil {
+	if _, e, err = a.readableEvent(ctx, e.RoomID(), d.UserID, eventID); err != nil {
 		return err
 	}
-	if e, err = a.visibleEvent(ctx, rr, eventID); err != nil {
-		return err
-	}
-	out, err := a.formatter(d, true).formatAll(ctx, []*rooms.Event{e})
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, out[0])
-	return nil
+	return a.writeEvent(w, r, d, e)
 }
 
 // mutualRoomsPage is how many rooms one page of /mutual_rooms holds (a variable so that

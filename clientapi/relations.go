@@ -83,16 +83,9 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request, d *Device) error
 	}
 
 	ctx := r.Context()
-	rr, err := a.roomReader(ctx, pathParam(r, "roomId"), d.UserID)
-	if err == errNoAccess {
-		// "The parent event was not found or the user does not have permission to read
-		// this event" (404).
-		return httpapi.NotFound("Event not found")
-	}
-	if err != nil {
-		return err
-	}
-	parent, err := a.visibleEvent(ctx, rr, pathParam(r, "eventId"))
+	// "The parent event was not found or the user does not have permission to read this
+	// event" (404).
+	rr, parent, err := a.readableEvent(ctx, pathParam(r, "roomId"), d.UserID, pathParam(r, "eventId"))
 	if err != nil {
 		return err
 	}
@@ -135,17 +128,8 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request, d *Device) error
 // does for the timeline: it reads the index in batches, skips what history visibility hides,
 // and stops with an end token after maxScannedEvents children.
 func (a *API) scanRelations(ctx context.Context, rr *roomReader, rq storage.RelationQuery, limit int) (*page, error) {
-	p := &page{cursor: rq.From}
-	if limit == 0 {
-		return p, nil
-	}
-	examined := 0
-	for {
-		want := min(max(limit-len(p.events)+1, 50), limit+1)
-		rq.From, rq.Limit = p.cursor, want
-		if (rq.Backwards && rq.From <= rq.Bound) || (!rq.Backwards && rq.From >= rq.Bound) {
-			return p, nil
-		}
+	return a.scanVisible(ctx, rr, rq.From, rq.Bound, rq.Backwards, limit, func(cursor int64, want int) ([]scanned, error) {
+		rq.From, rq.Limit = cursor, want
 		batch, err := storage.RelatedEvents(ctx, a.db, rq)
 		if err != nil {
 			return nil, err
@@ -154,37 +138,15 @@ func (a *API) scanRelations(ctx context.Context, rr *roomReader, rq storage.Rela
 		if err != nil {
 			return nil, err
 		}
-		for _, rel := range batch {
-			if len(p.events) == limit {
-				p.more = true
-				return p, nil
-			}
-			examined++
-			if rq.Backwards {
-				p.cursor = rel.StreamPos - 1
-			} else {
-				p.cursor = rel.StreamPos
-			}
-			e, ok := events[rel.EventNID]
-			if !ok || e.RoomID() != rr.roomID || e.StreamPos == 0 {
-				continue
-			}
-			visible, err := rr.visibility.allows(ctx, e)
-			if err != nil {
-				return nil, err
-			}
-			if visible {
-				p.events = append(p.events, e)
+		items := make([]scanned, len(batch))
+		for i, rel := range batch {
+			items[i] = scanned{pos: rel.StreamPos}
+			if e, ok := events[rel.EventNID]; ok && e.RoomID() == rr.roomID && e.StreamPos != 0 {
+				items[i].event = e
 			}
 		}
-		if len(batch) < want {
-			return p, nil
-		}
-		if examined >= maxScannedEvents {
-			p.more = true
-			return p, nil
-		}
-	}
+		return items, nil
+	})
 }
 
 // relatedEvents loads the events of a page of the index by numeric ID. An event the index

@@ -3,7 +3,6 @@ package clientapi
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -514,18 +513,8 @@ func (a *API) searchContext(ctx context.Context, f *formatter, rr *roomReader, e
 	}
 	c.ProfileInfo = map[string]searchProfile{}
 	for _, m := range members {
-		var content struct {
-			DisplayName any `json:"displayname"`
-			AvatarURL   any `json:"avatar_url"`
-		}
-		_ = json.Unmarshal(m.Content(), &content)
 		var p searchProfile
-		if s, ok := content.DisplayName.(string); ok {
-			p.DisplayName = &s
-		}
-		if s, ok := content.AvatarURL.(string); ok {
-			p.AvatarURL = &s
-		}
+		p.DisplayName, p.AvatarURL = memberProfile(m)
 		c.ProfileInfo[*m.StateKey()] = p
 	}
 	return c, nil
