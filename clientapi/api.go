@@ -176,6 +176,7 @@ func (a *API) Routes(r chi.Router) {
 				a.miscRoutes(r, h, authed)
 				a.presenceRoutes(r, authed)
 				a.oldSyncRoutes(r, authed)
+				a.pushRuleRoutes(r, authed)
 			})
 		}
 		r.Route("/unstable/org.matrix.msc3814.v1", func(r chi.Router) {
