@@ -21,6 +21,7 @@ import (
 	"github.com/scrambledeggs/eggs/config"
 	"github.com/scrambledeggs/eggs/httpapi"
 	"github.com/scrambledeggs/eggs/presence"
+	"github.com/scrambledeggs/eggs/push"
 	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/storage"
 )
@@ -40,7 +41,8 @@ type API struct {
 	unread         *boundedMap[unreadKey, unreadEntry]
 	memberships    *boundedMap[string, membershipEntry]
 	reads          *boundedMap[string, readEntry]
-	pushFactsCache *boundedMap[int64, *pushFacts]
+	pushRulesCache *boundedMap[string, *pushRulesEntry]
+	evalEvents     *boundedMap[int64, *push.EvalEvent]
 	tokens         *boundedMap[string, cachedDevice]
 	tokenGen       atomic.Int64
 	// toDeviceAcked is, per device inbox, the since token up to which its to-device
@@ -146,7 +148,8 @@ func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog
 	a.unread = newBoundedMap[unreadKey, unreadEntry](maxUnreadEntries)
 	a.memberships = newBoundedMap[string, membershipEntry](maxMembershipEntries)
 	a.reads = newBoundedMap[string, readEntry](maxMembershipEntries)
-	a.pushFactsCache = newBoundedMap[int64, *pushFacts](maxPushFactsEntries)
+	a.pushRulesCache = newBoundedMap[string, *pushRulesEntry](maxPushRulesEntries)
+	a.evalEvents = newBoundedMap[int64, *push.EvalEvent](maxEvalEvents)
 	a.tokens = newBoundedMap[string, cachedDevice](maxCachedTokens)
 	a.toDeviceAcked = newBoundedMap[string, int64](maxCachedInboxes)
 	a.oneTimeKeyCounts = newBoundedMap[string, oneTimeKeyEntry](maxCachedInboxes)

@@ -256,6 +256,9 @@ func (a *API) initialSync(w http.ResponseWriter, r *http.Request, d *Device) err
 		return err
 	}
 	global, roomData := accountDataEvents(data)
+	if global, err = a.withPushRules(ctx, d.UserID, global); err != nil {
+		return err
+	}
 	resp := initialSyncResponse{End: streamToken(end), Rooms: []*roomInfo{}, AccountData: global}
 
 	memberships = slices.Clone(memberships)

@@ -229,7 +229,7 @@ func TestInitialSyncAllRooms(t *testing.T) {
 			t.Fatalf("initialSync %v", resp)
 		}
 		data := resp["account_data"].([]any)
-		if len(data) != 1 || data[0].(map[string]any)["type"] != "org.example.global" {
+		if len(data) != 2 || data[0].(map[string]any)["type"] != "org.example.global" || data[1].(map[string]any)["type"] != "m.push_rules" {
 			t.Fatalf("account_data %v", data)
 		}
 		room := roomInfoOf(resp, joined)

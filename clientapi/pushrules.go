@@ -65,6 +65,23 @@ func (a *API) pushRulesAccountData(ctx context.Context, userID string) (json.Raw
 	return json.Marshal(pushRulesContent{Global: rs})
 }
 
+// withPushRules puts the user's m.push_rules, as pushRulesAccountData gives it, in a list
+// of global account data events, in place of any stored one.
+func (a *API) withPushRules(ctx context.Context, userID string, events []any) ([]any, error) {
+	content, err := a.pushRulesAccountData(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]any, 0, len(events)+1)
+	for _, ev := range events {
+		if m, ok := ev.(map[string]any); ok && m["type"] == pushRulesType {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return append(out, map[string]any{"type": pushRulesType, "content": content}), nil
+}
+
 // loadPushRules reads a user's ruleset.
 func (a *API) loadPushRules(ctx context.Context, userID string) (push.Ruleset, error) {
 	raw, err := storage.GetAccountData(ctx, a.db, userID, "", pushRulesType)

@@ -410,6 +410,14 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 			resp.Rooms.Join[row.RoomID] = jr
 		}
 	}
+	// An initial sync carries the user's push rules even when they never changed one, and
+	// upgraded to the server's predefined rules (client-server API "Push Rules: Events";
+	// clients rely on finding them there, as Synapse sends them).
+	if everything && filter.AccountData.Allows(pushRulesType, "") {
+		if resp.AccountData.Events, err = a.withPushRules(ctx, d.UserID, resp.AccountData.Events); err != nil {
+			return nil, err
+		}
+	}
 	return resp, nil
 }
 

@@ -2,8 +2,10 @@ package clientapi
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"testing"
@@ -13,57 +15,6 @@ import (
 	"github.com/scrambledeggs/eggs/storage/storagetest"
 	"github.com/scrambledeggs/eggs/streams"
 )
-
-func TestContainsWord(t *testing.T) {
-	for _, tc := range []struct {
-		text, word string
-		want       bool
-	}{
-		{"hello bob", "bob", true},
-		{"Bob: hi", "bob", true},
-		{"BOB!", "bob", true},
-		{"bobby", "bob", false},
-		{"kebob", "bob", false},
-		{"bob_2", "bob", false},
-		{"bobby and bob", "bob", true},
-		{"@room please", "@room", true},
-		{"a@room", "@room", false}, // a word character right before, as in Synapse's (^|\W) guard
-		{"@rooms", "@room", false},
-		{"Zoë Élan here", "zoë élan", true},
-		{"zoëx", "zoë", false},
-		{"anything", "", false},
-	} {
-		if got := containsWord(tc.text, tc.word); got != tc.want {
-			t.Errorf("containsWord(%q, %q) = %v, want %v", tc.text, tc.word, got, tc.want)
-		}
-	}
-}
-
-func TestHighlights(t *testing.T) {
-	mayNotify := func(sender string) bool { return sender == "@mod:x" }
-	for _, tc := range []struct {
-		name, event string
-		want        bool
-	}{
-		{"user mention", `{"type":"m.room.message","sender":"@a:x","content":{"body":"hi","m.mentions":{"user_ids":["@bob:x"]}}}`, true},
-		{"mention of someone else", `{"type":"m.room.message","sender":"@a:x","content":{"body":"bob","m.mentions":{"user_ids":["@carol:x"]}}}`, false},
-		{"m.mentions turns off body matching", `{"type":"m.room.message","sender":"@a:x","content":{"body":"bob","m.mentions":{}}}`, false},
-		{"room mention by a moderator", `{"type":"m.room.message","sender":"@mod:x","content":{"body":"all","m.mentions":{"room":true}}}`, true},
-		{"room mention without permission", `{"type":"m.room.message","sender":"@a:x","content":{"body":"all","m.mentions":{"room":true}}}`, false},
-		{"malformed mentions", `{"type":"m.room.message","sender":"@a:x","content":{"body":"bob","m.mentions":{"user_ids":"@bob:x"}}}`, false},
-		{"legacy localpart", `{"type":"m.room.message","sender":"@a:x","content":{"body":"hey Bob"}}`, true},
-		{"legacy display name", `{"type":"m.room.message","sender":"@a:x","content":{"body":"ask Robert Tables"}}`, true},
-		{"legacy @room by a moderator", `{"type":"m.room.message","sender":"@mod:x","content":{"body":"@room hello"}}`, true},
-		{"legacy @room without permission", `{"type":"m.room.message","sender":"@a:x","content":{"body":"@room hello"}}`, false},
-		{"tombstone", `{"type":"m.room.tombstone","state_key":"","sender":"@a:x","content":{"replacement_room":"!r:x"}}`, true},
-		{"encrypted", `{"type":"m.room.encrypted","sender":"@a:x","content":{"ciphertext":"bob"}}`, false},
-		{"not JSON", `{`, false},
-	} {
-		if got := highlights([]byte(tc.event), "@bob:x", "bob", "Robert Tables", mayNotify); got != tc.want {
-			t.Errorf("%s: highlights = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
 
 // fakeClock is a clock that tests move by hand.
 type fakeClock struct {
@@ -157,4 +108,69 @@ func TestTypingTrackerForgets(t *testing.T) {
 		t.Fatalf("a forgotten room is reported to a sync after it was dropped")
 	}
 	tracker.set("!4:x", "@a:x", false, 0)
+}
+
+// TestUnreadCountsFollowPushRules: unread counts are what the user's push rules make of the
+// unread events. With the predefined rules a message notifies, a mention (m.mentions)
+// highlights, a notice does not notify; a room rule without actions leaves only what the
+// override rules let through (mentions); a
+// keyword content rule with a highlight tweak highlights. The initial /sync carries the
+// rules as m.push_rules account data.
+func TestUnreadCountsFollowPushRules(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		s := newTestAPI(t, db, "open", "")
+		_, alice, _ := s.register("alice", "password-alice")
+		bobID, bob, _ := s.register("bob", "password-bob")
+		roomID := s.createRoom(alice, map[string]any{"preset": "public_chat"})
+		s.joinRoom(bob, roomID)
+
+		counts := func() (notifications, highlights float64) {
+			t.Helper()
+			c, ok := syncRoom(s.sync(bob, nil), "join", roomID)["unread_notifications"].(map[string]any)
+			if !ok {
+				t.Fatal("no unread_notifications")
+			}
+			return c["notification_count"].(float64), c["highlight_count"].(float64)
+		}
+		send := func(content map[string]any) {
+			t.Helper()
+			s.do("PUT", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/"+fmt.Sprintf("t%d", testTxnCounter.Add(1)), alice, content, http.StatusOK)
+		}
+
+		resp := s.sync(bob, nil)
+		found := false
+		for _, ev := range resp["account_data"].(map[string]any)["events"].([]any) {
+			if ev.(map[string]any)["type"] == "m.push_rules" {
+				global := ev.(map[string]any)["content"].(map[string]any)["global"].(map[string]any)
+				found = len(global["override"].([]any)) > 0 && len(global["underride"].([]any)) > 0
+			}
+		}
+		if !found {
+			t.Fatalf("initial sync without the predefined m.push_rules: %v", resp["account_data"])
+		}
+
+		send(map[string]any{"msgtype": "m.text", "body": "hello"})
+		send(map[string]any{"msgtype": "m.notice", "body": "a bot speaks"})
+		send(map[string]any{"msgtype": "m.text", "body": "hey you", "m.mentions": map[string]any{"user_ids": []string{bobID}}})
+		if n, h := counts(); n != 2 || h != 1 {
+			t.Fatalf("predefined rules: %v notifications, %v highlights; want 2, 1", n, h)
+		}
+
+		// Bob sets the room to "mentions only": a room rule without actions silences the
+		// message; the mention still notifies through the override rules, which come first.
+		s.do("PUT", "/_matrix/client/v3/pushrules/global/room/"+roomID, bob, map[string]any{"actions": []any{}}, http.StatusOK)
+		if n, h := counts(); n != 1 || h != 1 {
+			t.Fatalf("mentions only: %v notifications, %v highlights; want 1, 1", n, h)
+		}
+		s.do("DELETE", "/_matrix/client/v3/pushrules/global/room/"+roomID, bob, nil, http.StatusOK)
+
+		// A keyword that highlights.
+		s.do("PUT", "/_matrix/client/v3/pushrules/global/content/cake", bob, map[string]any{
+			"pattern": "cake", "actions": []any{"notify", map[string]any{"set_tweak": "highlight"}},
+		}, http.StatusOK)
+		send(map[string]any{"msgtype": "m.text", "body": "there is cake"})
+		if n, h := counts(); n != 3 || h != 2 {
+			t.Fatalf("with a keyword rule: %v notifications, %v highlights; want 3, 2", n, h)
+		}
+	})
 }

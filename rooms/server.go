@@ -257,6 +257,17 @@ func (s *Server) Membership(ctx context.Context, roomID, userID string) (string,
 	return m, e, err
 }
 
+// JoinedCount is the number of users joined to a room now.
+func (s *Server) JoinedCount(ctx context.Context, roomID string) (int, error) {
+	r, err := s.loadRoom(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.joinedMembers()), nil
+}
+
 // RoomVersion is the version of a room.
 func (s *Server) RoomVersion(ctx context.Context, roomID string) (*spec.RoomVersion, error) {
 	r, err := s.loadRoom(ctx, roomID)

@@ -2,8 +2,6 @@ package storage
 
 import (
 	"context"
-	"fmt"
-	"strings"
 )
 
 // Queries of receipts (client-server API "Receipts"), of the unread notification counts
@@ -104,59 +102,6 @@ func ReadPositions(ctx context.Context, q Querier, userID string) (map[int64]int
 		out[roomNID] = pos
 	}
 	return out, closeRows(rows)
-}
-
-// NotifyingEventTypes are the event types that the default push rules make notify
-// (client-server API "Default Underride Rules": .m.rule.call, .m.rule.encrypted,
-// .m.rule.message); m.room.tombstone with an empty state key notifies too (.m.rule.tombstone).
-// NOTSPEC: m.sticker as well, which no default rule names but clients show as a message.
-var NotifyingEventTypes = []string{"m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite"}
-
-// UnreadEvents scans the newest events of a room that may notify userID, those with
-// after < stream_pos <= to, sent by someone else, not redacted, at most limit of them: events
-// of NotifyingEventTypes and tombstones, without notices (.m.rule.suppress_notices) or edits
-// (.m.rule.suppress_edits). It returns how many there are and, newest first, the JSON of
-// those that may highlight: tombstones, and events whose JSON contains one of substrings
-// (matched case-insensitively), which the caller then checks exactly.
-func UnreadEvents(ctx context.Context, q Querier, roomNID int64, userID string, after, to int64, limit int, substrings []string) (int, [][]byte, error) {
-	args := []any{roomNID, after, to, userID, limit}
-	typeList := make([]string, len(NotifyingEventTypes))
-	for i, t := range NotifyingEventTypes {
-		args = append(args, t)
-		typeList[i] = fmt.Sprintf("$%d", len(args))
-	}
-	var candidate strings.Builder
-	candidate.WriteString(`type = 'm.room.tombstone'`)
-	for _, s := range substrings {
-		if s == "" {
-			continue
-		}
-		// LOWER is ASCII-only on SQLite, so match the caller's spelling as well.
-		args = append(args, "%"+EscapeLike(strings.ToLower(s))+"%", "%"+EscapeLike(s)+"%")
-		fmt.Fprintf(&candidate, ` OR LOWER(json) LIKE $%d ESCAPE '\' OR json LIKE $%d ESCAPE '\'`, len(args)-1, len(args))
-	}
-	rows, err := q.Query(ctx, `SELECT CASE WHEN `+candidate.String()+` THEN json ELSE '' END FROM events
-		WHERE room_nid = $1 AND stream_pos > $2 AND stream_pos <= $3 AND sender <> $4 AND redacted_by IS NULL
-			AND (type IN (`+strings.Join(typeList, ", ")+`) OR (type = 'm.room.tombstone' AND state_key = ''))
-			AND json NOT LIKE '%"msgtype":"m.notice"%' AND json NOT LIKE '%"rel\_type":"m.replace"%' ESCAPE '\'
-		ORDER BY stream_pos DESC LIMIT $5`, args...)
-	if err != nil {
-		return 0, nil, err
-	}
-	count := 0
-	var candidates [][]byte
-	for rows.Next() {
-		var js string
-		if err := rows.Scan(&js); err != nil {
-			rows.Close()
-			return 0, nil, err
-		}
-		count++
-		if js != "" {
-			candidates = append(candidates, []byte(js))
-		}
-	}
-	return count, candidates, closeRows(rows)
 }
 
 // ReserveStreamPos records that stream positions up to pos may be handed out to the
