@@ -169,7 +169,10 @@ func (a *API) Routes(r chi.Router) {
 	r.Get("/.well-known/matrix/client", h(a.wellKnownClient).ServeHTTP)
 	r.Route("/_matrix/client", func(r chi.Router) {
 		r.Get("/versions", h(a.versions).ServeHTTP)
-		r.Route("/v1", func(r chi.Router) { a.clientV1Routes(r, authed) })
+		r.Route("/v1", func(r chi.Router) {
+			a.clientV1Routes(r, authed)
+			r.Method(http.MethodGet, "/room_summary/{roomIdOrAlias}", h(a.roomSummary)) // access token optional
+		})
 		for _, prefix := range []string{"/v3", "/r0"} {
 			r.Route(prefix, func(r chi.Router) {
 				a.accountRoutes(r, h, authed)
