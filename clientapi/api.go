@@ -183,6 +183,7 @@ func (a *API) Routes(r chi.Router) {
 				a.presenceRoutes(r, authed)
 				a.oldSyncRoutes(r, authed)
 				a.pushRuleRoutes(r, authed)
+				a.pushRoutes(r, authed)
 			})
 		}
 		r.Route("/unstable/org.matrix.msc3814.v1", func(r chi.Router) {

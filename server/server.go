@@ -144,6 +144,7 @@ func (s *Server) build(ctx context.Context, components []Component) error {
 	s.clientRouter.Use(httpapi.CORS)
 	api.Routes(s.clientRouter)
 	s.Background(api.Presence().Run)
+	s.Background(api.SendPushes)
 	s.Background(api.IndexSearch)
 	s.federationRouter = newRouter()
 	for _, mount := range components {

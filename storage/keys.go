@@ -296,6 +296,7 @@ func DeleteDeviceE2E(ctx context.Context, q Querier, userID string, deviceIDs []
 			`DELETE FROM to_device_messages WHERE user_id = $1 AND device_id IN ` + in,
 			`DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key_id IN ` + in,
 			`DELETE FROM dehydrated_devices WHERE user_id = $1 AND device_id IN ` + in,
+			`DELETE FROM pushers WHERE user_id = $1 AND device_id IN ` + in, // NOTSPEC: as Synapse, pushers go with their device
 		} {
 			if _, err := q.Exec(ctx, query, args...); err != nil {
 				return err
