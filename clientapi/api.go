@@ -196,15 +196,20 @@ func (a *API) Routes(r chi.Router) {
 	})
 }
 
-// Device is the authenticated device of a request.
+// Device is the authenticated device of a request. Locked and Suspended are the state of
+// its account (client-server API "Account moderation"): requireAuth refuses a locked
+// account, handlers of what a suspended account may not do call requireNotSuspended.
 type Device struct {
-	UserID   string
-	DeviceID string
-	IsAdmin  bool
+	UserID    string
+	DeviceID  string
+	IsAdmin   bool
+	Locked    bool
+	Suspended bool
 }
 
 // requireAuth authenticates the request's access token (client-server API "Using access
-// tokens") and runs fn with its device.
+// tokens") and runs fn with its device. A locked account gets M_USER_LOCKED instead, except
+// on the endpoints it may still use (see lockedMayUse).
 func (a *API) requireAuth(fn func(w http.ResponseWriter, r *http.Request, d *Device) error) http.Handler {
 	return httpapi.Handler(func(w http.ResponseWriter, r *http.Request) error {
 		token, err := accessToken(r)
@@ -214,6 +219,9 @@ func (a *API) requireAuth(fn func(w http.ResponseWriter, r *http.Request, d *Dev
 		d, err := a.deviceForToken(r.Context(), token)
 		if err != nil {
 			return err
+		}
+		if d.Locked && !lockedMayUse(r) {
+			return errUserLocked()
 		}
 		return fn(w, r, d)
 	})
@@ -242,38 +250,50 @@ func unknownToken(msg string) *httpapi.Error {
 }
 
 // deviceForToken looks an access token up by its hash, through a cache that every change
-// of devices (login, logout, deletion, deactivation) empties: see forgetTokens.
+// of devices (login, logout, deletion, deactivation) or of an account's lock or suspension
+// empties: see forgetTokens. Entries also expire after maxTokenCacheAge, so that changes
+// made outside this process (eggs user lock, another process on the same PostgreSQL) take
+// effect within that time.
 func (a *API) deviceForToken(ctx context.Context, token string) (*Device, error) {
 	hash := auth.HashToken(token)
 	gen := a.tokenGen.Load()
-	if cached, ok := a.tokens.get(string(hash)); ok && cached.gen == gen {
+	now := a.clock()
+	if cached, ok := a.tokens.get(string(hash)); ok && cached.gen == gen && now.Sub(cached.at) < maxTokenCacheAge {
 		return cached.device, nil
 	}
-	userID, deviceID, isAdmin, err := storage.DeviceByToken(ctx, a.db, hash)
+	owner, err := storage.DeviceByToken(ctx, a.db, hash)
 	if err == storage.ErrNotFound {
 		return nil, unknownToken("Unknown access token")
 	}
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{UserID: userID, DeviceID: deviceID, IsAdmin: isAdmin}
+	d := &Device{UserID: owner.UserID, DeviceID: owner.DeviceID, IsAdmin: owner.IsAdmin,
+		Locked: owner.Locked, Suspended: owner.Suspended}
 	// Stored with the generation read before the lookup: a change in between makes the
 	// entry stale at once.
-	a.tokens.put(string(hash), cachedDevice{device: d, gen: gen})
+	a.tokens.put(string(hash), cachedDevice{device: d, gen: gen, at: now})
 	return d, nil
 }
 
-// cachedDevice is a token's device as looked up in generation gen of the devices.
+// cachedDevice is a token's device as looked up, at time at, in generation gen of the
+// devices.
 type cachedDevice struct {
 	device *Device
 	gen    int64
+	at     time.Time
 }
 
-// maxCachedTokens bounds the token cache.
-const maxCachedTokens = 100_000
+// maxCachedTokens bounds the token cache; maxTokenCacheAge bounds how long a lookup is
+// trusted, which is how long a change made by another process may go unnoticed.
+const (
+	maxCachedTokens  = 100_000
+	maxTokenCacheAge = time.Minute
+)
 
 // forgetTokens invalidates every cached token lookup. Call it after any write that ends or
-// replaces an access token, before answering the request.
+// replaces an access token, or locks, unlocks, suspends or unsuspends an account, before
+// answering the request.
 func (a *API) forgetTokens() { a.tokenGen.Add(1) }
 
 // rateLimit answers M_LIMIT_EXCEEDED when key has used up its budget on limiter.

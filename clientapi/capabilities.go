@@ -15,6 +15,8 @@ import (
 //     m.set_avatar_url, deprecated, say the same for older clients.
 //   - m.3pid_changes: disabled, this server keeps no third-party identifiers.
 //   - m.get_login_token: disabled, there is no token login.
+//   - m.account_moderation (v1.18): server admins may lock and suspend accounts
+//     (moderation.go); omitted for everyone else, as the spec asks when both are false.
 func (a *API) capabilities(w http.ResponseWriter, r *http.Request, d *Device) error {
 	available := make(map[string]string, len(spec.RoomVersions()))
 	for id, rv := range spec.RoomVersions() {
@@ -26,19 +28,21 @@ func (a *API) capabilities(w http.ResponseWriter, r *http.Request, d *Device) er
 	}
 	enabled := map[string]bool{"enabled": true}
 	disabled := map[string]bool{"enabled": false}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
-		"capabilities": map[string]any{
-			"m.change_password": enabled,
-			"m.room_versions": map[string]any{
-				"default":   spec.DefaultRoomVersion,
-				"available": available,
-			},
-			"m.profile_fields":  enabled,
-			"m.set_displayname": enabled,
-			"m.set_avatar_url":  enabled,
-			"m.3pid_changes":    disabled,
-			"m.get_login_token": disabled,
+	capabilities := map[string]any{
+		"m.change_password": enabled,
+		"m.room_versions": map[string]any{
+			"default":   spec.DefaultRoomVersion,
+			"available": available,
 		},
-	})
+		"m.profile_fields":  enabled,
+		"m.set_displayname": enabled,
+		"m.set_avatar_url":  enabled,
+		"m.3pid_changes":    disabled,
+		"m.get_login_token": disabled,
+	}
+	if d.IsAdmin {
+		capabilities["m.account_moderation"] = map[string]bool{"suspend": true, "lock": true}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"capabilities": capabilities})
 	return nil
 }

@@ -47,6 +47,9 @@ var presets = map[string]struct {
 }
 
 func (a *API) createRoom(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if err := d.requireNotSuspended(); err != nil {
+		return err
+	}
 	var req createRoomRequest
 	if err := httpapi.ReadJSON(r, maxCreateRoomBody, &req); err != nil {
 		return err

@@ -92,6 +92,9 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errInvalidCredentials()
 	}
+	if err := a.requireNotLocked(r, u.UserID); err != nil {
+		return err
+	}
 	resp, err := a.newSession(r, u.UserID, req.DeviceID, req.InitialDeviceDisplayName)
 	if err != nil {
 		return err

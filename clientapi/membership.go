@@ -101,6 +101,9 @@ func readMembershipRequest(r *http.Request, needTarget bool) (*membershipRequest
 // join joins roomID, answering {room_id}. servers are those to try when the room lives
 // only on other servers.
 func (a *API) join(w http.ResponseWriter, r *http.Request, d *Device, roomID string, servers []string) error {
+	if err := d.requireNotSuspended(); err != nil {
+		return err
+	}
 	req, err := readMembershipRequest(r, false)
 	if err != nil {
 		return err
@@ -283,6 +286,9 @@ func (a *API) forget(w http.ResponseWriter, r *http.Request, d *Device) error {
 
 // kickOrBan sends a leave (kick, unban) or ban for another user.
 func (a *API) kickOrBan(w http.ResponseWriter, r *http.Request, d *Device, membership string, requireCurrent ...string) error {
+	if err := d.requireNotSuspended(); err != nil {
+		return err
+	}
 	req, err := readMembershipRequest(r, true)
 	if err != nil {
 		return err
@@ -470,6 +476,9 @@ func (a *API) leaveRemote(w http.ResponseWriter, r *http.Request, d *Device, roo
 // later): a knock event in a room this server is part of, or through one of the servers
 // given (via, server_name) or known for the room otherwise.
 func (a *API) knock(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if err := d.requireNotSuspended(); err != nil {
+		return err
+	}
 	req, err := readMembershipRequest(r, false)
 	if err != nil {
 		return err

@@ -244,6 +244,9 @@ func validMXC(uri string) bool {
 // room the user is joined to in an updated member event (client-server API "Events on
 // Change of Profile Information").
 func (a *API) setProfileField(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if err := d.requireNotSuspended(); err != nil {
+		return err
+	}
 	key := pathParam(r, "keyName")
 	if err := checkProfileKey(key); err != nil {
 		return err
@@ -287,6 +290,9 @@ func (a *API) setProfileField(w http.ResponseWriter, r *http.Request, d *Device)
 // DELETE /profile/{userId}/{keyName} (profile.yaml deleteProfileField): removing a field
 // that is not set succeeds too.
 func (a *API) deleteProfileField(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if err := d.requireNotSuspended(); err != nil {
+		return err
+	}
 	key := pathParam(r, "keyName")
 	if err := checkProfileKey(key); err != nil {
 		return err

@@ -40,6 +40,9 @@ func (a *API) roomSummary(w http.ResponseWriter, r *http.Request) error {
 		if d, err = a.deviceForToken(r.Context(), token); err != nil {
 			return err
 		}
+		if d.Locked {
+			return errUserLocked()
+		}
 	} else if e := (*httpapi.Error)(nil); !errors.As(err, &e) || e.ErrCode != "M_MISSING_TOKEN" {
 		return err
 	}

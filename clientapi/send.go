@@ -86,6 +86,9 @@ func (a *API) sendEvent(r *http.Request, d *Device, roomID string, req rooms.Eve
 
 // PUT /rooms/{roomId}/send/{eventType}/{txnId}
 func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if err := d.requireNotSuspended(); err != nil {
+		return err
+	}
 	content, err := readContent(r)
 	if err != nil {
 		return err
@@ -106,6 +109,9 @@ func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, d *Device) err
 
 // PUT /rooms/{roomId}/state/{eventType}/{stateKey}
 func (a *API) putState(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if err := d.requireNotSuspended(); err != nil {
+		return err
+	}
 	content, err := readContent(r)
 	if err != nil {
 		return err
@@ -216,6 +222,13 @@ func (a *API) redact(w http.ResponseWriter, r *http.Request, d *Device) error {
 	// its target is the server's check (client-server API "Redactions": own events, or the
 	// "redact" power level).
 	targetEvent, err := a.rooms.TimelineEventByID(r.Context(), target)
+	// A suspended account may redact its own events only (client-server API "Account
+	// suspension").
+	if err != nil || targetEvent.RoomID() != roomID || targetEvent.Sender() != d.UserID {
+		if err := d.requireNotSuspended(); err != nil {
+			return err
+		}
+	}
 	if err == nil && targetEvent.RoomID() == roomID && targetEvent.Sender() != d.UserID {
 		if err := a.requirePower(r, roomID, d.UserID, "redact"); err != nil {
 			return err

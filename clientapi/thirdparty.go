@@ -49,6 +49,9 @@ func isThirdPartyInvite(body []byte) bool {
 // inviteEitherForm serves POST /rooms/{roomId}/invite in both forms: the third-party one
 // here, the user_id one by invite (membership.go), which reads the body again.
 func (a *API) inviteEitherForm(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if err := d.requireNotSuspended(); err != nil {
+		return err
+	}
 	body, err := httpapi.ReadBody(r, httpapi.MaxBodySize)
 	if err != nil {
 		return err

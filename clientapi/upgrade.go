@@ -60,6 +60,9 @@ type upgradePlan struct {
 }
 
 func (a *API) upgradeRoom(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if err := d.requireNotSuspended(); err != nil {
+		return err
+	}
 	var req upgradeRoomRequest
 	if err := httpapi.ReadJSON(r, httpapi.MaxBodySize, &req); err != nil {
 		return err

@@ -139,15 +139,29 @@ func UpsertDevice(ctx context.Context, q Querier, userID, deviceID, displayName 
 	return err
 }
 
-// DeviceByToken finds the user and device of an access token hash, and whether the user is
-// a server admin; ErrNotFound if none.
-func DeviceByToken(ctx context.Context, q Querier, tokenHash []byte) (userID, deviceID string, isAdmin bool, err error) {
-	err = q.QueryRow(ctx, `SELECT d.user_id, d.device_id, u.is_admin FROM devices d JOIN users u ON u.user_id = d.user_id
-		WHERE d.token_hash = $1 AND NOT u.deactivated`, tokenHash).Scan(&userID, &deviceID, &isAdmin)
+// TokenOwner is the device an access token belongs to, with what every request needs of
+// its account: whether it is a server admin, locked or suspended.
+type TokenOwner struct {
+	UserID    string
+	DeviceID  string
+	IsAdmin   bool
+	Locked    bool
+	Suspended bool
+}
+
+// DeviceByToken finds the device of an access token hash and the state of its account;
+// ErrNotFound if none.
+func DeviceByToken(ctx context.Context, q Querier, tokenHash []byte) (*TokenOwner, error) {
+	var o TokenOwner
+	err := q.QueryRow(ctx, `SELECT d.user_id, d.device_id, u.is_admin, u.locked, u.suspended FROM devices d JOIN users u ON u.user_id = d.user_id
+		WHERE d.token_hash = $1 AND NOT u.deactivated`, tokenHash).Scan(&o.UserID, &o.DeviceID, &o.IsAdmin, &o.Locked, &o.Suspended)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", "", false, ErrNotFound
+		return nil, ErrNotFound
 	}
-	return userID, deviceID, isAdmin, err
+	if err != nil {
+		return nil, err
+	}
+	return &o, nil
 }
 
 // TouchDevice records when and from where a device was last seen.
@@ -325,4 +339,52 @@ func LoadFilter(ctx context.Context, q Querier, userID string, filterID int64) (
 		return nil, ErrNotFound
 	}
 	return []byte(filter), err
+}
+
+// AccountStatus is what the account moderation of the server administrators (client-server
+// API "Account locking", "Account suspension") needs to know of an account.
+type AccountStatus struct {
+	IsAdmin     bool
+	Deactivated bool
+	Locked      bool
+	Suspended   bool
+}
+
+// LoadAccountStatus reads the status of an account; ErrNotFound if there is none.
+func LoadAccountStatus(ctx context.Context, q Querier, userID string) (*AccountStatus, error) {
+	var s AccountStatus
+	err := q.QueryRow(ctx, `SELECT is_admin, deactivated, locked, suspended FROM users WHERE user_id = $1`, userID).
+		Scan(&s.IsAdmin, &s.Deactivated, &s.Locked, &s.Suspended)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// SetAccountLocked locks or unlocks an account; ErrNotFound if there is no such account or
+// it is deactivated. Its access tokens stay: they work again once it is unlocked.
+func SetAccountLocked(ctx context.Context, q Querier, userID string, locked bool) error {
+	return setAccountFlag(ctx, q, `UPDATE users SET locked = $1 WHERE user_id = $2 AND NOT deactivated`, userID, locked)
+}
+
+// SetAccountSuspended suspends or unsuspends an account; ErrNotFound if there is no such
+// account or it is deactivated.
+func SetAccountSuspended(ctx context.Context, q Querier, userID string, suspended bool) error {
+	return setAccountFlag(ctx, q, `UPDATE users SET suspended = $1 WHERE user_id = $2 AND NOT deactivated`, userID, suspended)
+}
+
+func setAccountFlag(ctx context.Context, q Querier, query, userID string, value bool) error {
+	res, err := q.Exec(ctx, query, value, userID)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return ErrNotFound
+	}
+	return nil
 }

@@ -2,6 +2,7 @@
 //
 //	eggs serve [--config FILE]                 run the homeserver
 //	eggs user create --username NAME [--password PW] [--admin] [--config FILE]
+//	eggs user lock|unlock|suspend|unsuspend USER [--config FILE]
 //	eggs registration-token create [--token T] [--uses N] [--expires DURATION] [--config FILE]
 //	eggs version
 //
@@ -42,6 +43,7 @@ func main() {
 const usage = `usage:
   eggs serve [--config FILE]
   eggs user create --username NAME [--password PW | --password-stdin] [--admin] [--config FILE]
+  eggs user lock|unlock|suspend|unsuspend USER [--config FILE]
   eggs registration-token create [--token T] [--uses N] [--expires DURATION] [--config FILE]
   eggs version`
 
@@ -53,10 +55,13 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 	case "serve":
 		return serve(args[1:])
 	case "user":
-		if len(args) < 2 || args[1] != "create" {
+		if len(args) < 2 {
 			return errors.New(usage)
 		}
-		return createUser(args[2:], stdin, stdout)
+		if args[1] == "create" {
+			return createUser(args[2:], stdin, stdout)
+		}
+		return moderateUser(args[1], args[2:], stdout)
 	case "registration-token":
 		if len(args) < 2 || args[1] != "create" {
 			return errors.New(usage)
