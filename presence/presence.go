@@ -672,19 +672,15 @@ func (t *Tracker) sweepRemote(ctx context.Context) {
 	}
 }
 
-// Joined is told of every user who joins a room (rooms.Server.SetJoinObserver), so that a
-// server new to a room hears at once of the presence of our users there, and the servers of
+// Joined is told of the users who joined a room (rooms.Server.SetJoinObserver), so that a
+// server new to the room hears at once of the presence of our users there, and the servers of
 // a room that one of ours joins hear of theirs, rather than at the next change or repeat.
 // NOTSPEC: the spec does not say when presence is first sent; this is what Synapse does.
-func (t *Tracker) Joined(roomID, userID string) {
+func (t *Tracker) Joined(roomID string, joiners []string) {
 	t.mu.Lock()
 	fed := t.fed
 	t.mu.Unlock()
 	if fed == nil || t.cfg.RoomMembers == nil {
-		return
-	}
-	joiner, err := spec.ParseUserID(userID)
-	if err != nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -694,34 +690,50 @@ func (t *Tracker) Joined(roomID, userID string) {
 		t.cfg.Log.Warn("presence: members of a joined room", "room", roomID, "err", err)
 		return
 	}
-	var local []string
-	servers := map[string]bool{}
+	joining := make(map[string]bool, len(joiners))
+	for _, u := range joiners {
+		joining[u] = true
+	}
+	// The servers in the room now, and those that were in it before these joins.
+	var local, localJoiners []string
+	servers, before := map[string]bool{}, map[string]bool{}
 	for _, m := range members {
 		parsed, err := spec.ParseUserID(m)
 		if err != nil {
 			continue
 		}
-		if parsed.Server() == t.cfg.ServerName {
+		server := parsed.Server()
+		if server == t.cfg.ServerName {
 			local = append(local, m)
-		} else if m != userID {
-			servers[parsed.Server()] = true
+			if joining[m] {
+				localJoiners = append(localJoiners, m)
+			}
+			continue
+		}
+		servers[server] = true
+		if !joining[m] {
+			before[server] = true
 		}
 	}
-	var destinations, about []string
-	if joiner.Server() == t.cfg.ServerName {
-		// One of ours: the room's other servers hear of them.
-		for server := range servers {
-			destinations = append(destinations, server)
+	// Our joiners' presence goes to every other server of the room; our members' presence
+	// goes to the servers that are new to it.
+	var all, fresh []string
+	for server := range servers {
+		all = append(all, server)
+		if !before[server] {
+			fresh = append(fresh, server)
 		}
-		about = []string{userID}
-	} else if !servers[joiner.Server()] {
-		// The first of their server in the room: that server hears of ours.
-		destinations, about = []string{joiner.Server()}, local
 	}
-	if len(destinations) == 0 || len(about) == 0 {
+	t.sendPresenceOf(ctx, fed, roomID, all, localJoiners)
+	t.sendPresenceOf(ctx, fed, roomID, fresh, local)
+}
+
+// sendPresenceOf sends the presence of users (ours) who are not offline to destinations.
+func (t *Tracker) sendPresenceOf(ctx context.Context, fed Federator, roomID string, destinations, users []string) {
+	if len(destinations) == 0 || len(users) == 0 {
 		return
 	}
-	rows, err := storage.PresenceOfUsers(ctx, t.cfg.DB, about, 1<<62)
+	rows, err := storage.PresenceOfUsers(ctx, t.cfg.DB, users, 1<<62)
 	if err != nil {
 		t.cfg.Log.Warn("presence: read presence of room members", "room", roomID, "err", err)
 		return

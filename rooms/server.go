@@ -43,8 +43,8 @@ type Server struct {
 	outbound Outbound
 	// receiveCheck, when set, runs first on every received event (receive.go).
 	receiveCheck ReceiveCheck
-	// joined, when set, hears of every user who became joined to a room (SetJoinObserver).
-	joined func(roomID, userID string)
+	// joined, when set, hears of the users who became joined to a room (SetJoinObserver).
+	joined func(roomID string, userIDs []string)
 
 	mu       sync.Mutex
 	rooms    map[string]*room
@@ -405,10 +405,12 @@ func copyState(state map[spec.StateTuple]*Event) map[spec.StateTuple]*Event {
 	return out
 }
 
-// SetJoinObserver makes f hear of every user who becomes joined to a room's current state,
-// ours or another server's, once that is committed. f runs in its own goroutine: it must not
-// hold up the room. Call it before the server takes requests.
-func (s *Server) SetJoinObserver(f func(roomID, userID string)) { s.joined = f }
+// SetJoinObserver makes f hear of the users, ours or other servers', who become joined to a
+// room's current state, once that is committed: one call per change of the state, which
+// names every user it joined (all the members at once when this server joins a room). f runs
+// in its own goroutine: it must not hold up the room. Call it before the server takes
+// requests.
+func (s *Server) SetJoinObserver(f func(roomID string, userIDs []string)) { s.joined = f }
 
 // newlyJoined lists the users whom the member events among changes make joined while the
 // room's current state does not have them joined yet. Call it before applying changes.
@@ -434,12 +436,10 @@ func (r *room) newlyJoined(changes []*Event) []string {
 
 // announceJoins tells the join observer of users newly joined to r.
 func (s *Server) announceJoins(r *room, users []string) {
-	if s.joined == nil {
+	if s.joined == nil || len(users) == 0 {
 		return
 	}
-	for _, u := range users {
-		go s.joined(r.id, u)
-	}
+	go s.joined(r.id, users)
 }
 
 // setState changes one entry of the room's current state, keeping the joined list in step.
