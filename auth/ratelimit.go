@@ -211,6 +211,8 @@ type Limits struct {
 	LoginFailed RateLimit `json:"login_failed_attempts" yaml:"login_failed_attempts"`
 	// Send limits sending events (PUT /rooms/{roomId}/send, /state, …) per user.
 	Send RateLimit `json:"send" yaml:"send"`
+	// LoginToken limits POST /login/get_token per user.
+	LoginToken RateLimit `json:"login_token" yaml:"login_token"`
 	// MaxKeys bounds the keys each limiter remembers (0 means DefaultMaxKeys).
 	MaxKeys int `json:"max_keys" yaml:"max_keys"`
 }
@@ -224,6 +226,9 @@ func DefaultLimits() Limits {
 		LoginAccount: RateLimit{PerSecond: 0.003, Burst: 5},
 		LoginFailed:  RateLimit{PerSecond: 0.17, Burst: 3},
 		Send:         RateLimit{PerSecond: 0.2, Burst: 10},
+		// NOTSPEC: a login token is asked for when signing in another device, a rare act;
+		// one a minute with a burst of 3 (Synapse also limits it tightly).
+		LoginToken: RateLimit{PerSecond: 1.0 / 60, Burst: 3},
 	}
 }
 
@@ -244,6 +249,7 @@ func (l Limits) Validate() error {
 		{"login_account", l.LoginAccount},
 		{"login_failed_attempts", l.LoginFailed},
 		{"send", l.Send},
+		{"login_token", l.LoginToken},
 	} {
 		if err := c.limit.Validate(); err != nil {
 			return fmt.Errorf("rate limit %s: %w", c.name, err)
@@ -260,6 +266,7 @@ type Limiters struct {
 	LoginAccount *Limiter
 	LoginFailed  *Limiter
 	Send         *Limiter
+	LoginToken   *Limiter
 }
 
 // Build validates the limits and makes their limiters, reading time from clock (nil means
@@ -284,6 +291,7 @@ func (l Limits) Build(clock func() time.Time) (*Limiters, error) {
 		LoginAccount: build(l.LoginAccount),
 		LoginFailed:  build(l.LoginFailed),
 		Send:         build(l.Send),
+		LoginToken:   build(l.LoginToken),
 	}, nil
 }
 

@@ -252,7 +252,7 @@ func TestLoginLogout(t *testing.T) {
 		s.expectErr("POST", path, "", map[string]any{"type": auth.StagePassword, "user": "nobody", "password": "x"}, http.StatusForbidden, "M_FORBIDDEN")
 		s.expectErr("POST", path, "", map[string]any{"type": auth.StagePassword, "password": "x",
 			"identifier": map[string]string{"type": auth.IdentifierThirdParty, "medium": "email", "address": "a@b.c"}}, http.StatusForbidden, "M_FORBIDDEN")
-		s.expectErr("POST", path, "", map[string]any{"type": "m.login.token", "token": "x"}, http.StatusBadRequest, "M_UNKNOWN")
+		s.expectErr("POST", path, "", map[string]any{"type": "m.login.sso", "token": "x"}, http.StatusBadRequest, "M_UNKNOWN")
 		s.expectErr("POST", path, "", map[string]any{"type": auth.StagePassword, "user": "dave"}, http.StatusBadRequest, "M_MISSING_PARAM")
 
 		token := mustString(t, relogin["access_token"])

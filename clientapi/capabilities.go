@@ -14,7 +14,7 @@ import (
 //   - m.profile_fields: every field may be changed (v1.16); m.set_displayname and
 //     m.set_avatar_url, deprecated, say the same for older clients.
 //   - m.3pid_changes: disabled, this server keeps no third-party identifiers.
-//   - m.get_login_token: disabled, there is no token login.
+//   - m.get_login_token: enabled, through POST /login/get_token (logintoken.go).
 //   - m.account_moderation (v1.18): server admins may lock and suspend accounts
 //     (moderation.go); omitted for everyone else, as the spec asks when both are false.
 func (a *API) capabilities(w http.ResponseWriter, r *http.Request, d *Device) error {
@@ -38,7 +38,7 @@ func (a *API) capabilities(w http.ResponseWriter, r *http.Request, d *Device) er
 		"m.set_displayname": enabled,
 		"m.set_avatar_url":  enabled,
 		"m.3pid_changes":    disabled,
-		"m.get_login_token": disabled,
+		"m.get_login_token": enabled,
 	}
 	if d.IsAdmin {
 		capabilities["m.account_moderation"] = map[string]bool{"suspend": true, "lock": true}

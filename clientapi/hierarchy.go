@@ -33,6 +33,7 @@ func (a *API) clientV1Routes(r chi.Router, authed func(func(http.ResponseWriter,
 	r.Method(http.MethodGet, "/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", authed(a.relations))
 	r.Method(http.MethodGet, "/rooms/{roomId}/threads", authed(a.threads))
 	a.miscV1Routes(r, authed)
+	r.Method(http.MethodPost, "/login/get_token", authed(a.getLoginToken))
 	a.adminRoutes(r, authed)
 }
 

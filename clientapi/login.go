@@ -22,14 +22,17 @@ type loginRequest struct {
 	RefreshToken bool `json:"refresh_token"`
 }
 
-// GET /login: the login types this server accepts (login.yaml getLoginFlows). Only
-// m.login.password: there is no SSO and no token login.
+// GET /login: the login types this server accepts (login.yaml getLoginFlows): passwords, and
+// tokens from POST /login/get_token (there is no SSO).
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) error {
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
-		"flows": []map[string]string{{"type": auth.StagePassword}},
+		"flows": []map[string]any{{"type": auth.StagePassword}, {"type": loginTypeToken, "get_login_token": true}},
 	})
 	return nil
 }
+
+// loginTypeToken is the login type of token login (logintoken.go).
+const loginTypeToken = "m.login.token"
 
 // POST /login (client-server API "Password-based" login, login.yaml). Rate limits, in
 // Synapse's manner: every attempt counts against the client's address (LoginAddress) and
@@ -50,12 +53,19 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	switch req.Type {
 	case "":
 		return httpapi.MissingParam("Missing login type")
-	case auth.StagePassword:
+	case auth.StagePassword, loginTypeToken:
 	default:
 		return httpapi.NewError(http.StatusBadRequest, "M_UNKNOWN", "Bad login type.")
 	}
 	if err := validateDeviceRequest(&req.DeviceID, &req.InitialDeviceDisplayName); err != nil {
 		return err
+	}
+	if req.Type == loginTypeToken {
+		userID, err := a.tokenLoginUser(r, body)
+		if err != nil {
+			return err
+		}
+		return a.startSession(w, r, userID, req)
 	}
 	creds, err := auth.ParsePasswordCredentials(body)
 	if err != nil {
@@ -92,10 +102,16 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errInvalidCredentials()
 	}
-	if err := a.requireNotLocked(r, u.UserID); err != nil {
+	return a.startSession(w, r, u.UserID, req)
+}
+
+// startSession gives a user who proved who they are a device and an access token, unless
+// the account is locked.
+func (a *API) startSession(w http.ResponseWriter, r *http.Request, userID string, req loginRequest) error {
+	if err := a.requireNotLocked(r, userID); err != nil {
 		return err
 	}
-	resp, err := a.newSession(r, u.UserID, req.DeviceID, req.InitialDeviceDisplayName)
+	resp, err := a.newSession(r, userID, req.DeviceID, req.InitialDeviceDisplayName)
 	if err != nil {
 		return err
 	}
