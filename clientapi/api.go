@@ -207,24 +207,35 @@ type Device struct {
 	Suspended bool
 }
 
-// requireAuth authenticates the request's access token (client-server API "Using access
-// tokens") and runs fn with its device. A locked account gets M_USER_LOCKED instead, except
-// on the endpoints it may still use (see lockedMayUse).
+// requireAuth authenticates the request's access token (Authenticate) and runs fn with its
+// device.
 func (a *API) requireAuth(fn func(w http.ResponseWriter, r *http.Request, d *Device) error) http.Handler {
 	return httpapi.Handler(func(w http.ResponseWriter, r *http.Request) error {
-		token, err := accessToken(r)
+		d, err := a.Authenticate(r)
 		if err != nil {
 			return err
-		}
-		d, err := a.deviceForToken(r.Context(), token)
-		if err != nil {
-			return err
-		}
-		if d.Locked && !lockedMayUse(r) {
-			return errUserLocked()
 		}
 		return fn(w, r, d)
 	})
+}
+
+// Authenticate finds the device of a request's access token (client-server API "Using
+// access tokens"), for this API and the others served on the client listener (media): 401
+// M_MISSING_TOKEN without one, M_UNKNOWN_TOKEN for a bad one, and M_USER_LOCKED for a
+// locked account except on the endpoints it may still use (see lockedMayUse).
+func (a *API) Authenticate(r *http.Request) (*Device, error) {
+	token, err := accessToken(r)
+	if err != nil {
+		return nil, err
+	}
+	d, err := a.deviceForToken(r.Context(), token)
+	if err != nil {
+		return nil, err
+	}
+	if d.Locked && !lockedMayUse(r) {
+		return nil, errUserLocked()
+	}
+	return d, nil
 }
 
 // accessToken takes the token from the Authorization header, or the deprecated query

@@ -35,15 +35,11 @@ type roomSummaryResponse struct {
 func (a *API) roomSummary(w http.ResponseWriter, r *http.Request) error {
 	// The access token is optional: without one the request is anonymous; a bad one is
 	// refused as anywhere else.
-	var d *Device
-	if token, err := accessToken(r); err == nil {
-		if d, err = a.deviceForToken(r.Context(), token); err != nil {
-			return err
-		}
-		if d.Locked {
-			return errUserLocked()
-		}
-	} else if e := (*httpapi.Error)(nil); !errors.As(err, &e) || e.ErrCode != "M_MISSING_TOKEN" {
+	d, err := a.Authenticate(r)
+	if e := (*httpapi.Error)(nil); errors.As(err, &e) && e.ErrCode == "M_MISSING_TOKEN" {
+		d, err = nil, nil
+	}
+	if err != nil {
 		return err
 	}
 	ctx := r.Context()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -57,6 +58,9 @@ type Config struct {
 	// ComplementCADir is where the conformance suite (Complement) mounts its CA; see
 	// applyComplementCA.
 	ComplementCADir string `yaml:"complement_ca_dir"`
+	// MaxUploadSize bounds each piece of media, uploaded or fetched from another server: a
+	// number of bytes with an optional K, M or G suffix (powers of 1024). See MaxUploadBytes.
+	MaxUploadSize string `yaml:"max_upload_size"`
 }
 
 // FederationOff as EGGS_FEDERATION_ADDR runs no federation listener.
@@ -92,7 +96,16 @@ var settings = []setting{
 	{"EGGS_TRUSTED_CA", func(c *Config) *string { return &c.TrustedCA }, "", ""},
 	{"EGGS_WELL_KNOWN_SERVER", func(c *Config) *string { return &c.WellKnownServer }, "", ""},
 	{"EGGS_COMPLEMENT_CA_DIR", func(c *Config) *string { return &c.ComplementCADir }, "/complement/ca", ""},
+	{"EGGS_MAX_UPLOAD_SIZE", func(c *Config) *string { return &c.MaxUploadSize }, DefaultMaxUploadSize, ""},
 }
+
+// DefaultMaxUploadSize is EGGS_MAX_UPLOAD_SIZE when nothing sets it. NOTSPEC: Synapse's
+// default max_upload_size is 50M too.
+const DefaultMaxUploadSize = "50M"
+
+// maxUploadSizeCeiling bounds EGGS_MAX_UPLOAD_SIZE, so that no arithmetic on sizes
+// overflows.
+const maxUploadSizeCeiling = 1 << 40
 
 // Load reads the YAML file at path (if path is not empty), then the environment, then fills
 // defaults and validates. lookupEnv is os.LookupEnv outside tests.
@@ -171,7 +184,23 @@ func (c *Config) validate() error {
 			return fmt.Errorf("EGGS_WELL_KNOWN_SERVER %q: want a server name (host or host:port): %w", c.WellKnownServer, err)
 		}
 	}
+	if _, err := parseSize(c.MaxUploadSize); err != nil {
+		return fmt.Errorf("EGGS_MAX_UPLOAD_SIZE %q: %w", c.MaxUploadSize, err)
+	}
 	return nil
+}
+
+// parseSize reads a size in bytes: digits with an optional K, M or G suffix (powers of
+// 1024, case-insensitive, "KiB" and the like accepted too), from 1 byte to 1 TiB.
+func parseSize(value string) (int64, error) {
+	digits := strings.TrimRight(value, "KMGkmgiIbB")
+	unit := strings.ToUpper(value[len(digits):])
+	multiplier := map[string]int64{"": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GIB": 1 << 30}[unit]
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || multiplier == 0 || n <= 0 || n > maxUploadSizeCeiling/multiplier {
+		return 0, errors.New("want a size from 1 byte to 1 TiB: a number of bytes, optionally with a K, M or G suffix (powers of 1024)")
+	}
+	return n * multiplier, nil
 }
 
 // applyComplementCA follows the contract of the Matrix conformance suite (Complement): when
@@ -218,6 +247,21 @@ func (c *Config) CheckFederationTLS() error {
 
 // RateLimited reports whether rate limits are on.
 func (c *Config) RateLimited() bool { return c.RateLimit == "on" }
+
+// MaxUploadBytes is EGGS_MAX_UPLOAD_SIZE in bytes (its default when the Config was built in
+// code and leaves it empty).
+func (c *Config) MaxUploadBytes() int64 {
+	size := c.MaxUploadSize
+	if size == "" {
+		size = DefaultMaxUploadSize
+	}
+	n, err := parseSize(size)
+	if err != nil {
+		// Load validated it; a Config built in code with a bad value gets the default.
+		n, _ = parseSize(DefaultMaxUploadSize)
+	}
+	return n
+}
 
 // SQLitePath is the database file used when no PostgreSQL URL is set.
 func (c *Config) SQLitePath() string { return filepath.Join(c.DataDir, "eggs.db") }

@@ -21,7 +21,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{ServerName: "localhost:8008", ClientAddr: ":8008", DataDir: "./eggs-data",
 		Registration: RegistrationClosed, RateLimit: "on", LogLevel: "info",
-		FederationAddr: ":8448", ComplementCADir: "/complement/ca"}
+		FederationAddr: ":8448", ComplementCADir: "/complement/ca", MaxUploadSize: "50M"}
 	if *cfg != want {
 		t.Fatalf("defaults = %+v, want %+v", *cfg, want)
 	}
@@ -61,10 +61,32 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{"EGGS_TLS_KEY", "/etc/eggs/tls.key"},
 		{"EGGS_TLS_CA_CERT", "/etc/eggs/ca.crt"},
 		{"EGGS_TLS_CA_KEY", "/etc/eggs/ca.key"},
+		{"EGGS_MAX_UPLOAD_SIZE", "lots"},
 	} {
 		_, err := Load("", env(map[string]string{tc.name: tc.value}))
 		if err == nil || !strings.Contains(err.Error(), tc.name) {
 			t.Errorf("%s=%q: error %v, want one naming %s", tc.name, tc.value, err, tc.name)
+		}
+	}
+}
+
+// TestMaxUploadSize: sizes in bytes or with a binary suffix; nonsense, zero and sizes over
+// 1 TiB stop start-up naming the setting.
+func TestMaxUploadSize(t *testing.T) {
+	if got := (&Config{}).MaxUploadBytes(); got != 50<<20 {
+		t.Fatalf("default = %d, want 50 MiB", got)
+	}
+	for value, want := range map[string]int64{
+		"1": 1, "1048576": 1 << 20, "512K": 512 << 10, "50M": 50 << 20, "50m": 50 << 20, "2MiB": 2 << 20, "1G": 1 << 30, "1024G": 1 << 40,
+	} {
+		cfg, err := Load("", env(map[string]string{"EGGS_MAX_UPLOAD_SIZE": value}))
+		if err != nil || cfg.MaxUploadBytes() != want {
+			t.Errorf("EGGS_MAX_UPLOAD_SIZE=%q: %v, %v; want %d", value, cfg, err, want)
+		}
+	}
+	for _, value := range []string{"0", "-5", "M", "5X", "5 M", "1025G", "99999999999999999999", "5MB5"} {
+		if _, err := Load("", env(map[string]string{"EGGS_MAX_UPLOAD_SIZE": value})); err == nil || !strings.Contains(err.Error(), "EGGS_MAX_UPLOAD_SIZE") {
+			t.Errorf("EGGS_MAX_UPLOAD_SIZE=%q: error %v, want one naming the setting", value, err)
 		}
 	}
 }

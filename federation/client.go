@@ -175,20 +175,27 @@ const maxErrorBody = 64 << 10
 // it fails with ErrResponseTooLarge. The caller must close it. Other statuses give a
 // *RemoteError.
 func (c *Client) DoStream(ctx context.Context, req Request) (io.ReadCloser, error) {
+	body, _, err := c.DoStreamWithHeader(ctx, req)
+	return body, err
+}
+
+// DoStreamWithHeader is DoStream that also returns the response's header, for answers whose
+// body is not JSON (a multipart/mixed media download names its boundary there).
+func (c *Client) DoStreamWithHeader(ctx context.Context, req Request) (io.ReadCloser, http.Header, error) {
 	body, err := encodeBody(req.Body)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s to %s: %w", req.Method, req.URI, req.Destination, err)
+		return nil, nil, fmt.Errorf("%s %s to %s: %w", req.Method, req.URI, req.Destination, err)
 	}
 	target, err := c.cfg.Resolver.Resolve(ctx, req.Destination)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !strings.HasPrefix(req.URI, "/") {
-		return nil, fmt.Errorf("federation request URI %q must start with /", req.URI)
+		return nil, nil, fmt.Errorf("federation request URI %q must start with /", req.URI)
 	}
 	u, err := url.ParseRequestURI(req.URI)
 	if err != nil {
-		return nil, fmt.Errorf("federation request URI %q: %w", req.URI, err)
+		return nil, nil, fmt.Errorf("federation request URI %q: %w", req.URI, err)
 	}
 	u.Scheme, u.Host = "https", target.Host
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
@@ -199,7 +206,7 @@ func (c *Client) DoStream(ctx context.Context, req Request) (io.ReadCloser, erro
 	httpReq, err := http.NewRequestWithContext(ctx, req.Method, u.String(), reader)
 	if err != nil {
 		cancel()
-		return nil, err
+		return nil, nil, err
 	}
 	httpReq.Host = target.Host
 	if body != nil {
@@ -208,7 +215,7 @@ func (c *Client) DoStream(ctx context.Context, req Request) (io.ReadCloser, erro
 	id := c.cfg.Identity
 	if err := SignRequest(httpReq, body, id.ServerName, req.Destination, id.KeyID, id.Key); err != nil {
 		cancel()
-		return nil, err
+		return nil, nil, err
 	}
 	client := &http.Client{
 		Transport: c.transport(target),
@@ -218,7 +225,7 @@ func (c *Client) DoStream(ctx context.Context, req Request) (io.ReadCloser, erro
 	response, err := client.Do(httpReq)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("%s %s to %s: %w", req.Method, req.URI, req.Destination, err)
+		return nil, nil, fmt.Errorf("%s %s to %s: %w", req.Method, req.URI, req.Destination, err)
 	}
 	what := fmt.Sprintf("%s %s to %s", req.Method, req.URI, req.Destination)
 	if response.StatusCode < 200 || response.StatusCode > 299 {
@@ -233,13 +240,13 @@ func (c *Client) DoStream(ctx context.Context, req Request) (io.ReadCloser, erro
 		if json.Unmarshal(data, &matrixErr) == nil {
 			remote.ErrCode, remote.Message = matrixErr.ErrCode, matrixErr.Error
 		}
-		return nil, fmt.Errorf("%s: %w", what, remote)
+		return nil, nil, fmt.Errorf("%s: %w", what, remote)
 	}
 	limit := c.cfg.MaxResponseSize
 	if req.MaxResponseSize > 0 {
 		limit = req.MaxResponseSize
 	}
-	return &limitedBody{body: response.Body, remaining: limit, limit: limit, cancel: cancel, what: what}, nil
+	return &limitedBody{body: response.Body, remaining: limit, limit: limit, cancel: cancel, what: what}, response.Header, nil
 }
 
 // limitedBody is a response body that fails once more than limit bytes were read.

@@ -24,6 +24,7 @@ func mountFederation(ctx context.Context, s *Server) error {
 		return err
 	}
 	ring := federation.NewKeyRing(federation.KeyRingConfig{DB: s.db, Client: client, Own: own})
+	s.federationClient, s.keyRing = client, ring
 	federation.Routes(s.federationRouter, own, ring)
 
 	// The authenticated API: inbound transactions and membership; outbound, the queue of

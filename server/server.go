@@ -54,6 +54,10 @@ type Server struct {
 	// federationTLS is nil when the federation listener is off.
 	federationTLS *tls.Config
 	trustPool     *x509.CertPool
+	// federationClient signs requests to other servers and keyRing checks theirs; both are
+	// set by mountFederation for the components after it (media).
+	federationClient *federation.Client
+	keyRing          *federation.KeyRing
 
 	workers []func(ctx context.Context)
 }
@@ -84,7 +88,7 @@ func WithVersion(version string) Option {
 }
 
 // WithComponent adds a component, mounted after those New always mounts (the federation
-// API).
+// API, housekeeping, the media repository).
 func WithComponent(c Component) Option {
 	return func(o *options) { o.components = append(o.components, c) }
 }
@@ -115,7 +119,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	if s.db, err = OpenDatabase(ctx, cfg); err != nil {
 		return nil, err
 	}
-	components := append([]Component{mountFederation, maintain}, o.components...)
+	components := append([]Component{mountFederation, maintain, mountMedia}, o.components...)
 	if err := s.build(ctx, components); err != nil {
 		s.db.Close()
 		return nil, err
