@@ -35,6 +35,11 @@ bench: build
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./spec
 	$(GO) test -run '^$$' -fuzz FuzzParseEvent -fuzztime 30s ./spec
+	$(GO) test -run '^$$' -fuzz FuzzParseXMatrix -fuzztime 30s ./federation
+	$(GO) test -run '^$$' -fuzz FuzzServerACL -fuzztime 30s ./federation
+	$(GO) test -run '^$$' -fuzz FuzzRulesetJSON -fuzztime 30s ./push
+	$(GO) test -run '^$$' -fuzz FuzzGlob -fuzztime 30s ./push
+	$(GO) test -run '^$$' -fuzz FuzzContentDisposition -fuzztime 30s ./media
 
 clean:
 	rm -rf bin
