@@ -174,7 +174,12 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request, d *Device) erro
 		events = append(events, state("m.room.name", emptyKey, map[string]string{"name": *req.Name}))
 	}
 	if req.Topic != nil {
-		events = append(events, state("m.room.topic", emptyKey, map[string]string{"topic": *req.Topic}))
+		// "An m.room.topic event with a text/plain mimetype" (v1.15): the m.topic content
+		// block beside the plain topic, which it duplicates.
+		events = append(events, state("m.room.topic", emptyKey, map[string]any{
+			"topic":   *req.Topic,
+			"m.topic": map[string]any{"m.text": []map[string]string{{"mimetype": "text/plain", "body": *req.Topic}}},
+		}))
 	}
 	invitees := append([]string(nil), req.Invite...)
 	sort.Strings(invitees)

@@ -325,3 +325,55 @@ func TestContextAndMembers(t *testing.T) {
 		s.expectErr("GET", membersPath, mallory, nil, http.StatusForbidden, "M_FORBIDDEN")
 	})
 }
+
+// TestUnsignedMembership: events carry unsigned.membership (v1.11), the requesting user's
+// membership at each event, counting the event itself, and "leave" before they had one:
+// in /messages, /event and /sync.
+func TestUnsignedMembership(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		s := newTestAPI(t, db, "open", "")
+		_, alice, _ := s.register("alice", "password-alice")
+		_, bob, _ := s.register("bob", "password-bob")
+		roomID := s.createRoom(alice, map[string]any{"preset": "public_chat"})
+		before := s.sendText(alice, roomID, "before bob")
+		s.joinRoom(bob, roomID)
+		s.sendText(alice, roomID, "during")
+		s.do("POST", "/_matrix/client/v3/rooms/"+roomID+"/leave", bob, map[string]any{}, http.StatusOK)
+		s.joinRoom(bob, roomID)
+		since := s.sync(bob, nil)["next_batch"].(string)
+		s.sendText(alice, roomID, "back")
+
+		membershipOf := func(e map[string]any) any {
+			unsigned, _ := e["unsigned"].(map[string]any)
+			return unsigned["membership"]
+		}
+		var got []string
+		out := s.page(bob, roomID, url.Values{"dir": {"b"}, "limit": {"6"}})
+		for _, raw := range out["chunk"].([]any) {
+			e := raw.(map[string]any)
+			label := e["type"].(string)
+			if body, ok := e["content"].(map[string]any)["body"].(string); ok {
+				label = body
+			} else if e["type"] == "m.room.member" {
+				label = e["content"].(map[string]any)["membership"].(string)
+			}
+			got = append(got, fmt.Sprintf("%s:%v", label, membershipOf(e)))
+		}
+		want := "back:join,join:join,leave:leave,during:join,join:join,before bob:leave"
+		if strings.Join(got, ",") != want {
+			t.Fatalf("/messages memberships %v, want %s", got, want)
+		}
+		if m := membershipOf(s.do("GET", "/_matrix/client/v3/rooms/"+roomID+"/event/"+before, alice, nil, http.StatusOK)); m != "join" {
+			t.Fatalf("alice's membership at her message: %v", m)
+		}
+		timeline := eventsOf(syncRoom(s.sync(bob, url.Values{"since": {since}}), "join", roomID), "timeline")
+		if len(timeline) != 1 || membershipOf(timeline[0]) != "join" {
+			t.Fatalf("incremental sync timeline %v", timeline)
+		}
+		for _, e := range eventsOf(syncRoom(s.sync(bob, nil), "join", roomID), "state") {
+			if e["type"] == "m.room.create" && membershipOf(e) != "leave" {
+				t.Fatalf("bob's membership at the create event: %v", membershipOf(e))
+			}
+		}
+	})
+}

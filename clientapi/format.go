@@ -3,11 +3,13 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/spec"
+	"github.com/scrambledeggs/eggs/storage"
 )
 
 // Client event format (client-server API "Room Event Format", definitions/client_event.yaml).
@@ -50,6 +52,9 @@ type formatter struct {
 	withRoomID bool
 	// bundleRooms caches, per room ID, what bundling aggregations needs of the room.
 	bundleRooms map[string]*bundleRoom
+	// memberEvents caches, per room ID, the user's member events there, newest first
+	// (membershipAt).
+	memberEvents map[string][]*rooms.Event
 }
 
 func (a *API) formatter(d *Device, withRoomID bool) *formatter {
@@ -81,9 +86,17 @@ func (f *formatter) formatAll(ctx context.Context, events []*rooms.Event) ([]Cli
 	out := make([]ClientEvent, 0, len(events))
 	for _, e := range events {
 		ce := f.format(e, replaced[e.ReplacesNID])
+		membership, err := f.membershipAt(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		ce.Unsigned.Membership = membership
 		if e.RedactedBy != "" {
 			if redaction, err := f.api.rooms.TimelineEventByID(ctx, e.RedactedBy); err == nil {
 				rc := f.format(redaction, nil)
+				if rc.Unsigned.Membership, err = f.membershipAt(ctx, redaction); err != nil {
+					return nil, err
+				}
 				ce.Unsigned.RedactedBecause = &rc
 			}
 		}
@@ -114,6 +127,60 @@ func (f *formatter) format(e *rooms.Event, replaced *rooms.Event) ClientEvent {
 		ce.Unsigned.TransactionID = e.TxnID
 	}
 	return ce
+}
+
+// membershipAt is unsigned.membership of e (v1.11, client_event.yaml): "the room membership
+// of the user making the request, at the time of the event", counting e itself, and "leave"
+// before they had any. The room's timeline order stands for its state order: it is the
+// user's latest member event at or before e, most often their current one, which costs no
+// query; older ones are read once per room. It is omitted ("") without a requesting user,
+// and in rooms this server is not in (where only the user's own invite or knock is shown).
+func (f *formatter) membershipAt(ctx context.Context, e *rooms.Event) (string, error) {
+	if f.userID == "" {
+		return "", nil
+	}
+	if e.Type() == "m.room.member" && e.StateKeyEquals(f.userID) {
+		m, _ := e.Membership()
+		return m, nil
+	}
+	current, currentEvent, err := f.api.rooms.Membership(ctx, e.RoomID(), f.userID)
+	if errors.Is(err, rooms.ErrRoomNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if currentEvent == nil {
+		return "leave", nil
+	}
+	if e.StreamPos > 0 && currentEvent.StreamPos <= e.StreamPos {
+		return current, nil
+	}
+	memberEvents, ok := f.memberEvents[e.RoomID()]
+	if !ok {
+		roomNID, err := f.api.rooms.RoomNID(ctx, e.RoomID())
+		if err != nil {
+			return "", err
+		}
+		rows, err := storage.UserMemberEventsBefore(ctx, f.api.db, roomNID, f.userID, currentEvent.StreamPos, maxMembershipScan)
+		if err != nil {
+			return "", err
+		}
+		if memberEvents, err = f.api.rooms.EventsFromRows(rows); err != nil {
+			return "", err
+		}
+		if f.memberEvents == nil {
+			f.memberEvents = map[string][]*rooms.Event{}
+		}
+		f.memberEvents[e.RoomID()] = memberEvents
+	}
+	for _, m := range memberEvents {
+		if e.StreamPos > 0 && m.StreamPos <= e.StreamPos {
+			membership, _ := m.Membership()
+			return membership, nil
+		}
+	}
+	return "leave", nil
 }
 
 // Event shaping of /sync (definitions/sync_filter.yaml, "event_format" and "event_fields").

@@ -194,7 +194,7 @@ func TestSuspendAccount(t *testing.T) {
 			body         any
 		}{
 			{"PUT", room + "/send/m.room.message/" + txn(), map[string]any{"msgtype": "m.text", "body": "no"}},
-			{"PUT", room + "/send/m.room.redaction/" + txn(), map[string]any{"redacts": own}},
+			{"PUT", room + "/send/m.room.redaction/" + txn(), map[string]any{"redacts": theirs}},
 			{"PUT", room + "/state/m.room.topic", map[string]any{"topic": "no"}},
 			{"PUT", room + "/redact/" + theirs + "/" + txn(), map[string]any{}},
 			{"POST", room + "/invite", map[string]any{"user_id": carolID}},
@@ -219,6 +219,7 @@ func TestSuspendAccount(t *testing.T) {
 		}
 		s.do("GET", "/_matrix/client/v3/account/whoami", bob, nil, http.StatusOK)
 		s.redactEvent(bob, roomID, own)
+		s.do("PUT", room+"/send/m.room.redaction/"+txn(), bob, map[string]any{"redacts": own}, http.StatusOK)
 		s.do("POST", room+"/leave", bob, map[string]any{}, http.StatusOK)
 		s.do("POST", "/_matrix/client/v3/login", "", map[string]any{"type": auth.StagePassword, "password": "password-bob",
 			"identifier": map[string]string{"type": auth.IdentifierUser, "user": "bob"}}, http.StatusOK)

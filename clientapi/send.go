@@ -86,6 +86,10 @@ func (a *API) sendEvent(r *http.Request, d *Device, roomID string, req rooms.Eve
 
 // PUT /rooms/{roomId}/send/{eventType}/{txnId}
 func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, d *Device) error {
+	evType := pathParam(r, "eventType")
+	if evType == "m.room.redaction" {
+		return a.sendRedactionEvent(w, r, d)
+	}
 	if err := d.requireNotSuspended(); err != nil {
 		return err
 	}
@@ -93,7 +97,6 @@ func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, d *Device) err
 	if err != nil {
 		return err
 	}
-	evType := pathParam(r, "eventType")
 	if evType == "" || len(evType) > 255 {
 		return httpapi.InvalidParam("Invalid event type")
 	}
@@ -210,7 +213,34 @@ func (a *API) redact(w http.ResponseWriter, r *http.Request, d *Device) error {
 	if err != nil {
 		return err
 	}
-	roomID, target := pathParam(r, "roomId"), pathParam(r, "eventId")
+	return a.sendRedaction(w, r, d, pathParam(r, "eventId"), content, "redact:"+pathParam(r, "txnId"))
+}
+
+// PUT /rooms/{roomId}/send/m.room.redaction/{txnId} (room_send.yaml, v1.18): "Homeservers
+// MUST allow clients to send m.room.redaction events with this endpoint for all room
+// versions", the target in content.redacts, which rooms before v11 carry at the top level
+// instead. It is a redaction as through /redact, with the same checks.
+func (a *API) sendRedactionEvent(w http.ResponseWriter, r *http.Request, d *Device) error {
+	content, err := readContent(r)
+	if err != nil {
+		return err
+	}
+	var c struct {
+		Redacts *string `json:"redacts"`
+	}
+	if err := json.Unmarshal(content, &c); err != nil {
+		return httpapi.BadJSON("redacts must be an event ID")
+	}
+	if c.Redacts == nil {
+		return httpapi.MissingParam("Missing redacts")
+	}
+	return a.sendRedaction(w, r, d, *c.Redacts, content, pathParam(r, "txnId"))
+}
+
+// sendRedaction redacts target in the request's room with content, once per transaction ID
+// txnID: the requester's own events, or others' with the "redact" power level.
+func (a *API) sendRedaction(w http.ResponseWriter, r *http.Request, d *Device, target string, content json.RawMessage, txnID string) error {
+	roomID := pathParam(r, "roomId")
 	rv, err := a.rooms.RoomVersion(r.Context(), roomID)
 	if err != nil {
 		return submitError(err)
@@ -234,15 +264,20 @@ func (a *API) redact(w http.ResponseWriter, r *http.Request, d *Device) error {
 			return err
 		}
 	}
+	var obj map[string]json.RawMessage
+	_ = json.Unmarshal(content, &obj)
 	if rv.RedactsInContent {
-		var obj map[string]json.RawMessage
-		_ = json.Unmarshal(content, &obj)
 		targetJSON, _ := json.Marshal(target)
 		obj["redacts"] = targetJSON
 		content, _ = json.Marshal(obj)
+	} else if _, ok := obj["redacts"]; ok {
+		// Before v11 the target is at the top level only: "they MUST move the redacts
+		// property inside the content to the top level of the event" (room_send.yaml).
+		delete(obj, "redacts")
+		content, _ = json.Marshal(obj)
 	}
 	e, err := a.sendEvent(r, d, roomID, rooms.EventRequest{
-		Type: "m.room.redaction", Content: content, Redacts: target, TxnID: "redact:" + pathParam(r, "txnId"),
+		Type: "m.room.redaction", Content: content, Redacts: target, TxnID: txnID,
 	})
 	if err != nil {
 		return err

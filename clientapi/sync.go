@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"sort"
@@ -76,9 +77,11 @@ type roomSummary struct {
 	InvitedCount *int     `json:"m.invited_member_count,omitempty"`
 }
 
+// joinedRoom and leftRoom carry either State or StateAfter (use_state_after, v1.16).
 type joinedRoom struct {
 	Timeline    timeline     `json:"timeline"`
-	State       eventList    `json:"state"`
+	State       *eventList   `json:"state,omitempty"`
+	StateAfter  *eventList   `json:"state_after,omitempty"`
 	AccountData eventList    `json:"account_data"`
 	Ephemeral   eventList    `json:"ephemeral"`
 	Summary     *roomSummary `json:"summary,omitempty"`
@@ -100,9 +103,10 @@ type knockedRoom struct {
 }
 
 type leftRoom struct {
-	Timeline    timeline  `json:"timeline"`
-	State       eventList `json:"state"`
-	AccountData eventList `json:"account_data"`
+	Timeline    timeline   `json:"timeline"`
+	State       *eventList `json:"state,omitempty"`
+	StateAfter  *eventList `json:"state_after,omitempty"`
+	AccountData eventList  `json:"account_data"`
 }
 
 type strippedEvent struct {
@@ -162,6 +166,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, d *Device) error {
 		return err
 	}
 	fullState := q.Get("full_state") == "true"
+	stateAfter := q.Get("use_state_after") == "true"
 	setPresence := q.Get("set_presence")
 	if setPresence != "" && !presence.Valid(setPresence) {
 		return httpapi.InvalidParam("set_presence must be online, unavailable or offline")
@@ -180,7 +185,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, d *Device) error {
 		// now rather than wait for positions that may never come.
 		since = current
 	}
-	resp, err := a.buildSync(ctx, d, filter, since, current, fullState)
+	resp, err := a.buildSync(ctx, d, filter, since, current, fullState, stateAfter)
 	if err != nil {
 		return err
 	}
@@ -195,7 +200,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, d *Device) error {
 			if next <= from {
 				break
 			}
-			if resp, err = a.buildSync(ctx, d, filter, since, next, false); err != nil {
+			if resp, err = a.buildSync(ctx, d, filter, since, next, false, stateAfter); err != nil {
 				return err
 			}
 			from = next
@@ -216,8 +221,10 @@ func (s *syncResponse) empty() bool {
 
 // buildSync computes the response covering (since, to]; since 0 is an initial sync.
 // fullState (sync.yaml "full_state") returns every room the user is in with its full state,
-// as an initial sync does, while timelines still start at since.
-func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, to int64, fullState bool) (*syncResponse, error) {
+// as an initial sync does, while timelines still start at since. stateAfter
+// (use_state_after) gives rooms the state at the end of their timelines, in state_after,
+// instead of the state at their start.
+func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, to int64, fullState, stateAfter bool) (*syncResponse, error) {
 	// To-device messages first: when more are waiting than one response carries, the whole
 	// response stops at the last one delivered.
 	toDevice, to, err := a.syncToDevice(ctx, d.UserID, d.DeviceID, since, to)
@@ -308,7 +315,7 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 				!a.ephemeralChanged(filter, m.RoomID, newReceipts[m.RoomNID], since, to) {
 				continue
 			}
-			jr, err := a.syncJoinedRoom(ctx, f, filter, m.RoomNID, since, to, everything, newlyJoined)
+			jr, err := a.syncJoinedRoom(ctx, f, filter, m.RoomNID, since, to, everything, newlyJoined, stateAfter)
 			if err != nil {
 				return nil, err
 			}
@@ -359,7 +366,7 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 			if gone {
 				continue
 			}
-			lr, err := a.syncLeftRoom(ctx, f, filter, d.UserID, m.RoomNID, since, memberEvent, everything)
+			lr, err := a.syncLeftRoom(ctx, f, filter, d.UserID, m.RoomNID, since, memberEvent, everything, stateAfter)
 			if err != nil {
 				return nil, err
 			}
@@ -402,7 +409,7 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 			lr.AccountData.Events = append(lr.AccountData.Events, ev)
 		} else if m, joined := joinedMembership(memberships, row.RoomID); joined && !everything {
 			// A joined room whose only news is account data.
-			jr := emptyJoinedRoom()
+			jr := emptyJoinedRoom(stateAfter)
 			jr.AccountData.Events = append(jr.AccountData.Events, ev)
 			if jr.UnreadNotifications, err = a.unreadNotifications(ctx, unread, m, to); err != nil {
 				return nil, err
@@ -453,11 +460,26 @@ func joinedMembership(memberships []storage.RoomMembership, roomID string) (stor
 	return storage.RoomMembership{}, false
 }
 
-func emptyJoinedRoom() *joinedRoom {
-	return &joinedRoom{
-		Timeline: timeline{Events: []any{}}, State: eventList{Events: []any{}},
-		AccountData: eventList{Events: []any{}}, Ephemeral: eventList{Events: []any{}},
+// emptyJoinedRoom is a joined room with nothing new, its state in state_after if stateAfter
+// (which "is required if use_state_after was set to true in the request, even if it is
+// empty").
+func emptyJoinedRoom(stateAfter bool) *joinedRoom {
+	jr := &joinedRoom{
+		Timeline: timeline{Events: []any{}}, AccountData: eventList{Events: []any{}}, Ephemeral: eventList{Events: []any{}},
 	}
+	jr.State, jr.StateAfter = stateLists(nil, stateAfter)
+	return jr
+}
+
+// stateLists places a room's state events in state, or in state_after if stateAfter.
+func stateLists(events []any, stateAfter bool) (state, after *eventList) {
+	if events == nil {
+		events = []any{}
+	}
+	if stateAfter {
+		return nil, &eventList{Events: events}
+	}
+	return &eventList{Events: events}, nil
 }
 
 // wasNotJoined reports whether the user's membership before e (e's replaced state) was not
@@ -480,7 +502,7 @@ func wasNotJoined(ctx context.Context, a *API, e *rooms.Event) bool {
 // syncJoinedRoom is one joined room's part of the response. fullState sends the whole state
 // (initial sync, full_state); a room the user newly joined gets its recent timeline and
 // whole state whatever since is.
-func (a *API) syncJoinedRoom(ctx context.Context, f *formatter, filter *Filter, roomNID, since, to int64, fullState, newlyJoined bool) (*joinedRoom, error) {
+func (a *API) syncJoinedRoom(ctx context.Context, f *formatter, filter *Filter, roomNID, since, to int64, fullState, newlyJoined, stateAfter bool) (*joinedRoom, error) {
 	from := since
 	if newlyJoined {
 		from = 0
@@ -495,15 +517,19 @@ func (a *API) syncJoinedRoom(ctx context.Context, f *formatter, filter *Filter, 
 		}
 		visible = func(e *rooms.Event) (bool, error) { return history.allows(ctx, e) }
 	}
-	section, err := a.roomSection(ctx, f, filter, roomNID, since, from, to, fullState || newlyJoined, visible)
+	section, err := a.roomSection(ctx, f, filter, roomNID, since, from, to, fullState || newlyJoined, stateAfter, visible)
 	if err != nil {
 		return nil, err
 	}
-	jr := emptyJoinedRoom()
+	jr := emptyJoinedRoom(stateAfter)
 	jr.Timeline = section.timeline
-	jr.State.Events = section.state
-	if section.stateStart != nil && (fullState || newlyJoined || hasMemberEvents(section.events)) {
-		jr.Summary = summarize(section.stateStart, section.events, f.userID)
+	jr.State, jr.StateAfter = stateLists(section.state, stateAfter)
+	if fullState || newlyJoined || hasMemberEvents(section.events) {
+		if section.stateStart != nil {
+			jr.Summary = summarize(section.stateStart, section.events, f.userID)
+		} else if section.stateEnd != nil {
+			jr.Summary = summarize(section.stateEnd, nil, f.userID)
+		}
 	}
 	return jr, nil
 }
@@ -512,7 +538,7 @@ func (a *API) syncJoinedRoom(ctx context.Context, f *formatter, filter *Filter, 
 // ended: its timeline from since up to and including that membership event, and its state,
 // as for a joined room ("leave" in sync.yaml). Events are subject to history visibility, as
 // the user may not have been joined in the window (a rescinded invite shows only its end).
-func (a *API) syncLeftRoom(ctx context.Context, f *formatter, filter *Filter, userID string, roomNID, since int64, leave *rooms.Event, fullState bool) (*leftRoom, error) {
+func (a *API) syncLeftRoom(ctx context.Context, f *formatter, filter *Filter, userID string, roomNID, since int64, leave *rooms.Event, fullState, stateAfter bool) (*leftRoom, error) {
 	history, err := a.newHistoryVisibility(ctx, roomNID, userID, leave.StreamPos)
 	if err != nil {
 		return nil, err
@@ -526,12 +552,13 @@ func (a *API) syncLeftRoom(ctx context.Context, f *formatter, filter *Filter, us
 		}
 		return history.allows(ctx, e)
 	}
-	section, err := a.roomSection(ctx, f, filter, roomNID, since, since, leave.StreamPos, fullState, visible)
+	section, err := a.roomSection(ctx, f, filter, roomNID, since, since, leave.StreamPos, fullState, stateAfter, visible)
 	if err != nil {
 		return nil, err
 	}
-	return &leftRoom{Timeline: section.timeline, State: eventList{Events: section.state},
-		AccountData: eventList{Events: []any{}}}, nil
+	lr := &leftRoom{Timeline: section.timeline, AccountData: eventList{Events: []any{}}}
+	lr.State, lr.StateAfter = stateLists(section.state, stateAfter)
+	return lr, nil
 }
 
 // roomSection is the timeline and state part of one room in a response.
@@ -539,16 +566,19 @@ type roomSection struct {
 	timeline timeline
 	state    []any
 	// events are the timeline's events; stateStart the state at the start of the timeline
-	// (nil when the section needs no state).
+	// (nil when the section needs no state, or gives the state after it); stateEnd the state
+	// at its end (set only when the section gives the state after it and had to read it).
 	events     []*rooms.Event
 	stateStart map[spec.StateTuple]*rooms.Event
+	stateEnd   map[spec.StateTuple]*rooms.Event
 }
 
 // roomSection computes a room's timeline of events with from < stream_pos <= upper that pass
 // the timeline filter (and visible, if set), and its "state" (sync.yaml): the whole state at
 // the start of the timeline if fullState, otherwise the state that changed between since and
-// the start of the timeline.
-func (a *API) roomSection(ctx context.Context, f *formatter, filter *Filter, roomNID, since, from, upper int64, fullState bool, visible func(*rooms.Event) (bool, error)) (*roomSection, error) {
+// the start of the timeline. With stateAfter, the state is "state_after" instead (see
+// stateAfterSection).
+func (a *API) roomSection(ctx context.Context, f *formatter, filter *Filter, roomNID, since, from, upper int64, fullState, stateAfter bool, visible func(*rooms.Event) (bool, error)) (*roomSection, error) {
 	limit := filter.Room.Timeline.limit(defaultTimelineLimit)
 	events, limited, err := a.filteredTimeline(ctx, &filter.Room.Timeline, roomNID, from, upper, limit, visible)
 	if err != nil {
@@ -563,6 +593,9 @@ func (a *API) roomSection(ctx context.Context, f *formatter, filter *Filter, roo
 	}
 	if section.timeline.Events, err = f.formatSync(ctx, filter, events); err != nil {
 		return nil, err
+	}
+	if stateAfter {
+		return section, a.stateAfterSection(ctx, f, filter, section, roomNID, since, upper, fullState)
 	}
 
 	// A timeline that holds everything since the last sync needs no state at all (unless
@@ -600,6 +633,56 @@ func (a *API) roomSection(ctx context.Context, f *formatter, filter *Filter, roo
 		return nil, err
 	}
 	return section, nil
+}
+
+// stateAfterSection sets the state of a section to "state_after" (use_state_after, v1.16):
+// the state at the end of the timeline, upper, whole if fullState, otherwise what changed
+// between since and upper, the timeline's own state events included, since clients then
+// "MUST NOT update their local state with events in timeline". Members are lazy-loaded for
+// the timeline's senders as for "state".
+func (a *API) stateAfterSection(ctx context.Context, f *formatter, filter *Filter, section *roomSection, roomNID, since, upper int64, fullState bool) error {
+	end, err := storage.LastEventAtOrBefore(ctx, a.db, roomNID, upper)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	unchanged := false
+	before := map[spec.StateTuple]*rooms.Event{}
+	if !fullState {
+		start, err := storage.LastEventAtOrBefore(ctx, a.db, roomNID, since)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+		case err != nil:
+			return err
+		case start.StateAfter == end.StateAfter:
+			// Nothing changed: only lazy-loaded members can be due.
+			if !filter.Room.State.LazyLoadMembers {
+				return nil
+			}
+			unchanged = true
+		default:
+			if before, err = a.rooms.StateAt(ctx, start.StateAfter); err != nil {
+				return err
+			}
+		}
+	}
+	stateEnd, err := a.rooms.StateAt(ctx, end.StateAfter)
+	if err != nil {
+		return err
+	}
+	var stateEvents []*rooms.Event
+	for tuple, e := range stateEnd {
+		if old, ok := before[tuple]; fullState || (!unchanged && (!ok || old.NID != e.NID)) {
+			stateEvents = append(stateEvents, e)
+		}
+	}
+	stateEvents = a.filterState(&filter.Room.State, stateEvents, section.events, stateEnd, f.userID)
+	sort.Slice(stateEvents, func(i, j int) bool { return stateEvents[i].StreamPos < stateEvents[j].StreamPos })
+	section.stateEnd = stateEnd
+	section.state, err = f.formatSync(ctx, filter, stateEvents)
+	return err
 }
 
 // filteredTimeline fetches up to limit events that pass the filter (and visible, if set),

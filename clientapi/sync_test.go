@@ -413,3 +413,88 @@ func TestSyncBadParameters(t *testing.T) {
 		s.expectErr("GET", "/_matrix/client/v3/sync?filter="+url.QueryEscape("{"), alice, nil, http.StatusBadRequest, "M_NOT_JSON")
 	})
 }
+
+// TestSyncStateAfter: with use_state_after (v1.16), rooms give state_after, the state at the
+// end of the timeline (what changed since since, the timeline's state events included), and
+// no state; without it, state as before. An empty state_after is still there, also in a
+// room whose only news is account data, and a left room's stops at the leave.
+func TestSyncStateAfter(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		s := newTestAPI(t, db, "open", "")
+		_, alice, _ := s.register("alice", "password-alice")
+		bobID, bob, _ := s.register("bob", "password-bob")
+		roomID := s.createRoom(alice, map[string]any{"preset": "public_chat", "name": "Before"})
+		s.joinRoom(bob, roomID)
+		withStateAfter := func(since string) url.Values {
+			v := url.Values{"use_state_after": {"true"}}
+			if since != "" {
+				v.Set("since", since)
+			}
+			return v
+		}
+		stateAfterOf := func(room map[string]any) []map[string]any {
+			t.Helper()
+			if room == nil {
+				t.Fatal("room missing from the response")
+			}
+			if _, ok := room["state"]; ok {
+				t.Fatalf("state given with use_state_after: %v", room)
+			}
+			if _, ok := room["state_after"]; !ok {
+				t.Fatalf("no state_after: %v", room)
+			}
+			return eventsOf(room, "state_after")
+		}
+
+		initial := s.sync(bob, withStateAfter(""))
+		state := stateAfterOf(syncRoom(initial, "join", roomID))
+		if !hasEvent(state, "m.room.create", "") || !hasEvent(state, "m.room.name", "") || !hasEvent(state, "m.room.member", bobID) {
+			t.Fatalf("initial state_after %v", state)
+		}
+		since := initial["next_batch"].(string)
+		s.setState(alice, roomID, "m.room.topic", map[string]any{"topic": "in the timeline"})
+		s.sendText(alice, roomID, "after the topic")
+		room := syncRoom(s.sync(bob, withStateAfter(since)), "join", roomID)
+		if state := stateAfterOf(room); len(state) != 1 || !hasEvent(state, "m.room.topic", "") {
+			t.Fatalf("state_after %v, want the topic set in the timeline", state)
+		}
+		if tl := bodiesOf(eventsOf(room, "timeline")); !reflect.DeepEqual(tl, []string{"m.room.topic", "after the topic"}) {
+			t.Fatalf("timeline %v", tl)
+		}
+		plain := syncRoom(s.sync(bob, url.Values{"since": {since}}), "join", roomID)
+		if _, ok := plain["state_after"]; ok || len(eventsOf(plain, "state")) != 0 {
+			t.Fatalf("without use_state_after: %v", plain)
+		}
+
+		since = s.sync(bob, withStateAfter(since))["next_batch"].(string)
+		s.sendText(alice, roomID, "only a message")
+		if state := stateAfterOf(syncRoom(s.sync(bob, withStateAfter(since)), "join", roomID)); len(state) != 0 {
+			t.Fatalf("state_after %v, want it empty", state)
+		}
+		since = s.sync(bob, withStateAfter(since))["next_batch"].(string)
+		s.do("PUT", "/_matrix/client/v3/user/"+bobID+"/rooms/"+roomID+"/account_data/m.tag.note", bob, map[string]any{"n": 1}, http.StatusOK)
+		if state := stateAfterOf(syncRoom(s.sync(bob, withStateAfter(since)), "join", roomID)); len(state) != 0 {
+			t.Fatalf("account data only: state_after %v", state)
+		}
+
+		// Lazy-loaded members come with state_after even when no state changed.
+		carolID, carol, _ := s.register("carol", "password-carol")
+		s.joinRoom(carol, roomID)
+		since = s.sync(bob, withStateAfter(since))["next_batch"].(string)
+		s.sendText(carol, roomID, "carol speaks")
+		lazy := withStateAfter(since)
+		lazy.Set("filter", `{"room":{"state":{"lazy_load_members":true}}}`)
+		state = stateAfterOf(syncRoom(s.sync(bob, lazy), "join", roomID))
+		if len(state) != 2 || !hasEvent(state, "m.room.member", carolID) || !hasEvent(state, "m.room.member", bobID) {
+			t.Fatalf("lazy-loaded state_after %v, want carol's and bob's member events", state)
+		}
+
+		since = s.sync(bob, withStateAfter(since))["next_batch"].(string)
+		s.do("POST", "/_matrix/client/v3/rooms/"+roomID+"/kick", alice, map[string]any{"user_id": bobID}, http.StatusOK)
+		s.setState(alice, roomID, "m.room.name", map[string]any{"name": "After"})
+		state = stateAfterOf(syncRoom(s.sync(bob, withStateAfter(since)), "leave", roomID))
+		if len(state) != 1 || !hasEvent(state, "m.room.member", bobID) {
+			t.Fatalf("left room state_after %v, want bob's kick only", state)
+		}
+	})
+}

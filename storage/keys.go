@@ -88,14 +88,23 @@ type OneTimeKey struct {
 // ErrKeyConflict is returned when a key ID is uploaded again with different contents.
 var ErrKeyConflict = errors.New("key ID already used for a different key")
 
-// InsertOneTimeKeys stores one-time keys of a device. A key already stored with the same
+// InsertOneTimeKeys stores one-time keys of a device, as one upload: claims give them out
+// after the keys of earlier uploads (ClaimOneTimeKey). A key already stored with the same
 // contents is skipped (a retried upload); with different contents it is ErrKeyConflict and
 // nothing of this call should be kept, so run it in a transaction.
 func InsertOneTimeKeys(ctx context.Context, q Querier, userID, deviceID string, keys []OneTimeKey) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	var uploadSeq int64
+	if err := q.QueryRow(ctx, `SELECT COALESCE(MAX(upload_seq), 0) + 1 FROM one_time_keys WHERE user_id = $1 AND device_id = $2`,
+		userID, deviceID).Scan(&uploadSeq); err != nil {
+		return err
+	}
 	for _, k := range keys {
-		res, err := q.Exec(ctx, `INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
-			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING`,
-			userID, deviceID, k.Algorithm, k.KeyID, string(k.KeyJSON))
+		res, err := q.Exec(ctx, `INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json, upload_seq)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING`,
+			userID, deviceID, k.Algorithm, k.KeyID, string(k.KeyJSON), uploadSeq)
 		if err != nil {
 			return err
 		}
@@ -141,16 +150,17 @@ func CountOneTimeKeys(ctx context.Context, q Querier, userID, deviceID string) (
 // maxClaimAttempts bounds how often ClaimOneTimeKey retries after losing a race for a key.
 const maxClaimAttempts = 5
 
-// ClaimOneTimeKey removes and returns one one-time key of a device for algorithm, or, when
-// none is left, its fallback key of that algorithm, which is then marked used. ok is false
-// when the device has neither. Each one-time key is given out at most once, also to
-// concurrent claims: the DELETE decides who gets it.
+// ClaimOneTimeKey removes and returns one one-time key of a device for algorithm, one of
+// the earliest upload ("One-time keys are given out in the order that they were uploaded",
+// keys.yaml claimKeys), or, when none is left, its fallback key of that algorithm, which is
+// then marked used. ok is false when the device has neither. Each one-time key is given out
+// at most once, also to concurrent claims: the DELETE decides who gets it.
 func ClaimOneTimeKey(ctx context.Context, q Querier, userID, deviceID, algorithm string) (key OneTimeKey, ok bool, err error) {
 	key.Algorithm = algorithm
 	for attempt := 0; attempt < maxClaimAttempts; attempt++ {
 		var keyID string
 		err = q.QueryRow(ctx, `SELECT key_id FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
-			ORDER BY key_id LIMIT 1`, userID, deviceID, algorithm).Scan(&keyID)
+			ORDER BY upload_seq, key_id LIMIT 1`, userID, deviceID, algorithm).Scan(&keyID)
 		if errors.Is(err, sql.ErrNoRows) {
 			break
 		}

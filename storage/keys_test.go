@@ -68,6 +68,47 @@ func TestOneTimeKeysClaimedOnce(t *testing.T) {
 	})
 }
 
+// TestOneTimeKeysClaimedInUploadOrder: claims give out the keys of earlier uploads first
+// (v1.13, MSC4225), whatever their key IDs, and an upload after some claims still comes
+// after what is left of the earlier ones.
+func TestOneTimeKeysClaimedInUploadOrder(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		user, device := "@alice:example.org", "DEV"
+		upload := func(ids ...string) {
+			t.Helper()
+			var keys []storage.OneTimeKey
+			for _, id := range ids {
+				keys = append(keys, storage.OneTimeKey{Algorithm: "signed_curve25519", KeyID: id, KeyJSON: []byte(`{"key":"` + id + `"}`)})
+			}
+			if err := storage.InsertOneTimeKeys(ctx, db, user, device, keys); err != nil {
+				t.Fatal(err)
+			}
+		}
+		claim := func() string {
+			t.Helper()
+			k, ok, err := storage.ClaimOneTimeKey(ctx, db, user, device, "signed_curve25519")
+			if err != nil || !ok {
+				t.Fatalf("claim: %v %v", ok, err)
+			}
+			return k.KeyID
+		}
+		upload("Z1", "Z2")
+		upload("A1")
+		if first := claim(); first != "Z1" && first != "Z2" {
+			t.Fatalf("first claim %s, want a key of the first upload", first)
+		}
+		upload("B1")
+		var rest []string
+		for range 3 {
+			rest = append(rest, claim())
+		}
+		if (rest[0] != "Z1" && rest[0] != "Z2") || rest[1] != "A1" || rest[2] != "B1" {
+			t.Fatalf("claims %v, want the rest of the first upload, then A1, then B1", rest)
+		}
+	})
+}
+
 func TestToDeviceInbox(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
