@@ -67,7 +67,7 @@ func normalizePassword(pw string) []byte {
 
 // HashPassword hashes a password with argon2id and returns it in PHC string format:
 //
-//	$argon2id$v=19$m=65536,t=1,p=2$<salt>$<hash>
+//	$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>
 //
 // with salt and hash in unpadded standard base64. The password is NFKC-normalised first.
 // It returns ErrPasswordTooLong for passwords longer than MaxPasswordBytes.
