@@ -106,6 +106,15 @@ func (a *API) parsePushRules(raw []byte, userID string) push.Ruleset {
 	return push.Upgrade(content.Global, userID)
 }
 
+// answerPushRuleEdit applies edit to the requester's rules and answers {}.
+func (a *API) answerPushRuleEdit(w http.ResponseWriter, r *http.Request, d *Device, edit func(push.Ruleset) (push.Ruleset, error)) error {
+	if err := a.editPushRules(r.Context(), d.UserID, edit); err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
 // editPushRules changes a user's ruleset by edit, atomically.
 func (a *API) editPushRules(ctx context.Context, userID string, edit func(push.Ruleset) (push.Ruleset, error)) error {
 	return a.updateAccountData(ctx, userID, "", pushRulesType, func(current []byte) ([]byte, error) {
@@ -251,14 +260,9 @@ func (a *API) putPushRule(w http.ResponseWriter, r *http.Request, d *Device) err
 	}
 	query := r.URL.Query()
 	before, after := query.Get("before"), query.Get("after")
-	err = a.editPushRules(r.Context(), d.UserID, func(rs push.Ruleset) (push.Ruleset, error) {
+	return a.answerPushRuleEdit(w, r, d, func(rs push.Ruleset) (push.Ruleset, error) {
 		return push.Put(rs, kind, rule, before, after)
 	})
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
-	return nil
 }
 
 // DELETE /pushrules/global/{kind}/{ruleId} (deletePushRule).
@@ -267,14 +271,9 @@ func (a *API) deletePushRule(w http.ResponseWriter, r *http.Request, d *Device) 
 	if err != nil {
 		return err
 	}
-	err = a.editPushRules(r.Context(), d.UserID, func(rs push.Ruleset) (push.Ruleset, error) {
+	return a.answerPushRuleEdit(w, r, d, func(rs push.Ruleset) (push.Ruleset, error) {
 		return push.Delete(rs, kind, ruleID)
 	})
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
-	return nil
 }
 
 // PUT /pushrules/global/{kind}/{ruleId}/enabled (setPushRuleEnabled): {"enabled": bool}.
@@ -306,14 +305,9 @@ func (a *API) putPushRuleEnabled(w http.ResponseWriter, r *http.Request, d *Devi
 		}
 		enabled = *request.Enabled
 	}
-	err = a.editPushRules(r.Context(), d.UserID, func(rs push.Ruleset) (push.Ruleset, error) {
+	return a.answerPushRuleEdit(w, r, d, func(rs push.Ruleset) (push.Ruleset, error) {
 		return push.SetEnabled(rs, kind, ruleID, enabled)
 	})
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
-	return nil
 }
 
 // PUT /pushrules/global/{kind}/{ruleId}/actions (setPushRuleActions): {"actions": [...]};
@@ -336,12 +330,7 @@ func (a *API) putPushRuleActions(w http.ResponseWriter, r *http.Request, d *Devi
 	if request.Actions == nil {
 		return httpapi.BadJSON("actions is required")
 	}
-	err = a.editPushRules(r.Context(), d.UserID, func(rs push.Ruleset) (push.Ruleset, error) {
+	return a.answerPushRuleEdit(w, r, d, func(rs push.Ruleset) (push.Ruleset, error) {
 		return push.SetActions(rs, kind, ruleID, *request.Actions)
 	})
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
-	return nil
 }

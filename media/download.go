@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -122,17 +123,24 @@ func (r *Repository) localMedia(ctx context.Context, mediaID string, timeout tim
 	}
 }
 
+// openFile opens the file of the content whose SHA-256 is hash; 404 M_NOT_FOUND (and an
+// error in the log: the database names a file that is gone) when it is missing.
+func (r *Repository) openFile(hash string) (*os.File, error) {
+	f, err := r.store.open(hash)
+	if errors.Is(err, fs.ErrNotExist) {
+		r.cfg.Log.Error("media file missing", "sha256", hash)
+		return nil, errNotFound()
+	}
+	return f, err
+}
+
 // serveFile sends the content whose SHA-256 is hash with the headers the content repository
 // wants: its type and disposition, the Content-Security-Policy and
 // Cross-Origin-Resource-Policy, plus nosniff (NOTSPEC: as Synapse, so that no browser
 // second-guesses the type) and caching. Range requests are answered (video players use
 // them).
 func (r *Repository) serveFile(w http.ResponseWriter, req *http.Request, hash, contentType, disposition string, createdTS int64) error {
-	f, err := r.store.open(hash)
-	if errors.Is(err, fs.ErrNotExist) {
-		r.cfg.Log.Error("media file missing", "sha256", hash)
-		return errNotFound()
-	}
+	f, err := r.openFile(hash)
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,7 @@
 package media
 
 import (
-	"errors"
 	"io"
-	"io/fs"
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
@@ -48,11 +46,7 @@ func (r *Repository) federationThumbnail(w http.ResponseWriter, req *http.Reques
 // serveMultipart sends the content whose SHA-256 is hash as the two-part answer of the
 // federation media endpoints, streamed from its file.
 func (r *Repository) serveMultipart(w http.ResponseWriter, hash, contentType, disposition string) error {
-	f, err := r.store.open(hash)
-	if errors.Is(err, fs.ErrNotExist) {
-		r.cfg.Log.Error("media file missing", "sha256", hash)
-		return errNotFound()
-	}
+	f, err := r.openFile(hash)
 	if err != nil {
 		return err
 	}
