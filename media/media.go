@@ -1,8 +1,8 @@
 // Package media is the content repository of Scrambled Eggs (client-server API "Content
 // repository", server-server API "Content Repository", spec v1.19): it stores what users
 // upload, serves it back with the headers the spec asks for, makes thumbnails of images,
-// fetches other servers' media over federation and caches it, and serves ours to other
-// servers.
+// fetches other servers' media over federation and caches it, serves ours to other
+// servers, and previews the web pages that users link to (preview.go).
 //
 // Metadata lives in the database (storage.Media, storage.Thumbnail); the bytes live in files
 // under Config.Dir named by their SHA-256, so identical content is stored once and a file,
@@ -66,8 +66,9 @@ type Config struct {
 	MaxUploadSize int64
 	// Federation fetches other servers' media; nil serves local media only.
 	Federation Federation
-	// HTTPClient fetches the Location that another server may answer a media download with;
-	// nil means one that refuses private and loopback addresses (see newRedirectClient).
+	// HTTPClient fetches the Location that another server may answer a media download with,
+	// and the pages and images of URL previews; nil means one that refuses private and
+	// loopback addresses (see newRedirectClient).
 	HTTPClient *http.Client
 	// Authenticate finds the user of a client request's access token, with the client API's
 	// errors (M_MISSING_TOKEN, M_UNKNOWN_TOKEN, M_USER_LOCKED): the client API's own lookup.
@@ -129,12 +130,13 @@ func New(cfg Config) (*Repository, error) {
 }
 
 // Run does the repository's housekeeping until ctx ends: every hour it forgets the pending
-// uploads whose media IDs expired unused.
+// uploads whose media IDs expired unused, and the expired URL previews.
 func (r *Repository) Run(ctx context.Context) {
 	ticker := time.NewTicker(housekeepingInterval)
 	defer ticker.Stop()
 	for {
 		r.expirePending(ctx)
+		r.expirePreviews(ctx)
 		select {
 		case <-ctx.Done():
 			return

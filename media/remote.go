@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/scrambledeggs/eggs/federation"
@@ -217,7 +216,8 @@ func errFetchFailed(origin string) *httpapi.Error {
 // newRedirectClient is the HTTP client that follows Location answers: another server
 // chooses the URL, so it may connect only to public addresses, never to this machine or
 // its private network (NOTSPEC: as Synapse's ip_range_blacklist), and follows a few
-// redirects at most.
+// redirects at most. The address check is at dial time (refusePrivateAddresses), after the
+// name is resolved, on every connection, redirects included.
 func newRedirectClient() *http.Client {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, Control: refusePrivateAddresses}
 	return &http.Client{
@@ -238,19 +238,4 @@ func newRedirectClient() *http.Client {
 			return nil
 		},
 	}
-}
-
-// refusePrivateAddresses is a net.Dialer Control that refuses to connect to loopback,
-// private, link-local, multicast and unspecified addresses.
-func refusePrivateAddresses(_, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		return err
-	}
-	ip := net.ParseIP(host)
-	if ip == nil || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
-		return fmt.Errorf("refusing to fetch media from %s, not a public address", host)
-	}
-	return nil
 }

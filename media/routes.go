@@ -18,10 +18,11 @@ import (
 //	GET  /_matrix/client/v1/media/config                            limits (also /_matrix/media/v3/config)
 //	GET  /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]
 //	GET  /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}
+//	GET  /_matrix/client/v1/media/preview_url                       (also /_matrix/media/v3/preview_url)
 //	GET  /_matrix/media/v3/download/…, /_matrix/media/v3/thumbnail/…   frozen (see frozen)
 //
-// The /v3/ upload and config endpoints answer under /r0/ too, as the rest of the client API
-// does, for old clients.
+// The /v3/ upload, config and preview_url endpoints answer under /r0/ too, as the rest of
+// the client API does, for old clients.
 func (r *Repository) Routes(router chi.Router) {
 	h := func(fn httpapi.Handler) http.HandlerFunc { return fn.ServeHTTP }
 	authed := func(fn func(w http.ResponseWriter, req *http.Request, user User) error) http.HandlerFunc {
@@ -38,6 +39,7 @@ func (r *Repository) Routes(router chi.Router) {
 		router.Post(prefix+"/upload", authed(r.upload))
 		router.Put(prefix+"/upload/{serverName}/{mediaId}", authed(r.uploadPending))
 		router.Get(prefix+"/config", authed(r.config))
+		router.Get(prefix+"/preview_url", authed(r.previewURL))
 		router.Get(prefix+"/download/{serverName}/{mediaId}", h(r.frozen))
 		router.Get(prefix+"/download/{serverName}/{mediaId}/{fileName}", h(r.frozen))
 		router.Get(prefix+"/thumbnail/{serverName}/{mediaId}", h(r.frozen))
@@ -47,6 +49,7 @@ func (r *Repository) Routes(router chi.Router) {
 	router.Get("/_matrix/client/v1/media/download/{serverName}/{mediaId}", authed(r.download))
 	router.Get("/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}", authed(r.download))
 	router.Get("/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}", authed(r.thumbnail))
+	router.Get("/_matrix/client/v1/media/preview_url", authed(r.previewURL))
 }
 
 // FederationRoutes mounts the content repository's federation endpoints behind
