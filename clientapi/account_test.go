@@ -35,7 +35,9 @@ type testServer struct {
 
 func newTestAPI(t *testing.T, db *storage.DB, registration, secret string) *testServer {
 	t.Helper()
-	cfg := &config.Config{ServerName: testServerName, Registration: registration, RegistrationSharedSecret: secret, RateLimit: "off"}
+	// Push gateways of the tests listen on loopback.
+	cfg := &config.Config{ServerName: testServerName, Registration: registration, RegistrationSharedSecret: secret, RateLimit: "off",
+		PushPrivateGateways: "allow"}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	_, key, _ := ed25519.GenerateKey(nil)
 	maxPos, err := storage.MaxStreamPos(context.Background(), db)

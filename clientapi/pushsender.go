@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/scrambledeggs/eggs/netguard"
 	"github.com/scrambledeggs/eggs/push"
 	"github.com/scrambledeggs/eggs/rooms"
 	"github.com/scrambledeggs/eggs/storage"
@@ -106,6 +107,11 @@ func (a *API) newPushSender() *pushSender {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = 4
 	transport.ResponseHeaderTimeout = pushRequestTimeout
+	if !a.cfg.PrivatePushGatewaysAllowed() {
+		// Users choose gateway URLs: none on this machine or its private network (NOTSPEC:
+		// as Synapse's ip_range_blacklist for pushers), unless EGGS_PUSH_PRIVATE_GATEWAYS.
+		transport.DialContext = netguard.Dialer(pushRequestTimeout).DialContext
+	}
 	return &pushSender{
 		a: a,
 		client: &http.Client{Transport: transport, Timeout: pushRequestTimeout,
@@ -705,6 +711,9 @@ func (s *pushSender) send(ctx context.Context, h storage.PushHead) {
 	outcome, rejected, err := s.post(ctx, gatewayURL, body)
 	if outcome == gatewayUnavailable && ctx.Err() != nil {
 		return // cut short by the shutdown: sent again after the restart
+	}
+	if errors.Is(err, netguard.ErrBlocked) {
+		outcome = gatewayRefused // a gateway on a private address never becomes reachable
 	}
 	// What the gateway answered is recorded even if the server is stopping meanwhile.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -309,6 +309,32 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
+// TestPushSenderRefusesPrivateGateways: unless EGGS_PUSH_PRIVATE_GATEWAYS allows it, a
+// gateway on a loopback address gets nothing, and the notification is dropped rather than
+// retried.
+func TestPushSenderRefusesPrivateGateways(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		s := newTestAPI(t, db, "open", "")
+		s.api.cfg.PushPrivateGateways = "deny"
+		g := newFakeGateway(t)
+		alice, _, roomID := s.pushRoomPair(g, nil)
+		s.startPushSender()
+		s.sendText(alice, roomID, "hello")
+		sent := s.api.rooms.Stream().Current()
+		// Past the message, with nothing left queued: it was queued and dropped (or would
+		// still be in the queue, being retried).
+		waitFor(t, func() bool {
+			pos, _, err := storage.PushPosition(context.Background(), db)
+			return err == nil && pos >= sent && queuedPushes(t, db) == 0
+		})
+		select {
+		case n := <-g.received:
+			t.Fatalf("a loopback gateway got %v", n)
+		case <-time.After(200 * time.Millisecond):
+		}
+	})
+}
+
 // TestPushSenderResumes: a sender stopped and started again pushes what was sent while it
 // was stopped, once, and nothing it had pushed before.
 func TestPushSenderResumes(t *testing.T) {

@@ -37,6 +37,9 @@ type Config struct {
 	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
 	RateLimit                string `yaml:"rate_limit"`
 	LogLevel                 string `yaml:"log_level"`
+	// PushPrivateGateways is "allow" to let pushers name push gateways on loopback or private
+	// addresses (a gateway on the same network, tests); "deny", the default, refuses them.
+	PushPrivateGateways string `yaml:"push_private_gateways"`
 
 	// FederationAddr is the listen address of the federation API (HTTPS), or FederationOff.
 	// Empty, as in a Config built in code rather than loaded, also means off.
@@ -97,6 +100,7 @@ var settings = []setting{
 	{"EGGS_WELL_KNOWN_SERVER", func(c *Config) *string { return &c.WellKnownServer }, "", ""},
 	{"EGGS_COMPLEMENT_CA_DIR", func(c *Config) *string { return &c.ComplementCADir }, "/complement/ca", ""},
 	{"EGGS_MAX_UPLOAD_SIZE", func(c *Config) *string { return &c.MaxUploadSize }, DefaultMaxUploadSize, ""},
+	{"EGGS_PUSH_PRIVATE_GATEWAYS", func(c *Config) *string { return &c.PushPrivateGateways }, "deny", ""},
 }
 
 // DefaultMaxUploadSize is EGGS_MAX_UPLOAD_SIZE when nothing sets it. NOTSPEC: Synapse's
@@ -159,6 +163,11 @@ func (c *Config) validate() error {
 	case "on", "off":
 	default:
 		return fmt.Errorf("EGGS_RATE_LIMIT %q: want on or off", c.RateLimit)
+	}
+	switch c.PushPrivateGateways {
+	case "allow", "deny":
+	default:
+		return fmt.Errorf("EGGS_PUSH_PRIVATE_GATEWAYS %q: want allow or deny", c.PushPrivateGateways)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -244,6 +253,9 @@ func (c *Config) CheckFederationTLS() error {
 		"to issue one for the server name %s at start-up, or set EGGS_FEDERATION_ADDR=%s for a server that does not federate",
 		c.FederationAddr, c.ServerName, FederationOff)
 }
+
+// PrivatePushGatewaysAllowed reports whether push gateways may be on private addresses.
+func (c *Config) PrivatePushGatewaysAllowed() bool { return c.PushPrivateGateways == "allow" }
 
 // RateLimited reports whether rate limits are on.
 func (c *Config) RateLimited() bool { return c.RateLimit == "on" }

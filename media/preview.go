@@ -16,13 +16,14 @@ import (
 	"time"
 
 	"github.com/scrambledeggs/eggs/httpapi"
+	"github.com/scrambledeggs/eggs/netguard"
 	"github.com/scrambledeggs/eggs/storage"
 )
 
 // URL previews (client-server API "Content repository", GET /preview_url): the Open Graph
 // metadata of a web page, its image stored as our media, or of an image, stored likewise.
 // The server fetches what a user names, so every fetch goes through the repository's HTTP
-// client, which connects to public addresses only (refusePrivateAddresses), and is bounded
+// client, which connects to public addresses only (netguard.Control), and is bounded
 // in time and size. Previews, and failures, are cached in the database (table url_previews),
 // so that the clients of a room, all asking about the same link, cause one fetch.
 
@@ -350,7 +351,7 @@ func (r *Repository) previewFetchError(target *url.URL, err error) *httpapi.Erro
 	switch {
 	case errors.As(err, &failure):
 		return failure
-	case errors.Is(err, errBlockedAddress):
+	case errors.Is(err, netguard.ErrBlocked):
 		return httpapi.NewError(http.StatusForbidden, "M_UNKNOWN", "IP address blocked")
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout():
 		return errPreviewTimeout()

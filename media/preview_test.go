@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scrambledeggs/eggs/netguard"
 	"github.com/scrambledeggs/eggs/storage"
 	"github.com/scrambledeggs/eggs/storage/storagetest"
 )
@@ -375,7 +375,7 @@ func TestPreviewRedirectBlocked(t *testing.T) {
 				if address == publicAddress {
 					return nil
 				}
-				return refusePrivateAddresses(network, address, c)
+				return netguard.Control(network, address, c)
 			}}).DialContext
 		tr := newTestRepo(t, db, func(c *Config) { c.HTTPClient = client })
 		alice := tr.user("alice")
@@ -446,27 +446,4 @@ func TestPreviewOpenGraph(t *testing.T) {
 			t.Fatalf("%d tags", len(got))
 		}
 	})
-}
-
-// TestPreviewBlockedAddresses: the addresses the client may not connect to.
-func TestPreviewBlockedAddresses(t *testing.T) {
-	for address, blocked := range map[string]bool{
-		"8.8.8.8": false, "1.1.1.1": false, "2606:4700:4700::1111": false,
-		"64:ff9b::808:808": false, // NAT64 of a public address
-		"127.0.0.1":        true, "10.1.2.3": true, "172.16.0.1": true, "192.168.1.1": true, "169.254.169.254": true,
-		"100.64.0.1": true, "0.0.0.0": true, "0.1.2.3": true, "224.0.0.1": true, "255.255.255.255": true, "198.18.0.1": true,
-		"::": true, "::1": true, "::ffff:127.0.0.1": true, "::127.0.0.1": true, "fe80::1": true, "fe80::1%eth0": true,
-		"fd00::1": true, "ff02::1": true, "64:ff9b::7f00:1": true, "64:ff9b::a9fe:a9fe": true, "2002:a00:1::": true,
-		"64:ff9b:1::1": true,
-	} {
-		if got := blockedAddress(netip.MustParseAddr(address)); got != blocked {
-			t.Errorf("blockedAddress(%s) = %v, want %v", address, got, blocked)
-		}
-	}
-	if err := refusePrivateAddresses("tcp", "[::1]:443", nil); err == nil {
-		t.Error("[::1]:443 allowed")
-	}
-	if err := refusePrivateAddresses("tcp", "8.8.8.8:443", nil); err != nil {
-		t.Errorf("8.8.8.8:443 refused: %v", err)
-	}
 }

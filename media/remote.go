@@ -8,7 +8,6 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/scrambledeggs/eggs/federation"
 	"github.com/scrambledeggs/eggs/httpapi"
+	"github.com/scrambledeggs/eggs/netguard"
 	"github.com/scrambledeggs/eggs/storage"
 )
 
@@ -216,10 +216,10 @@ func errFetchFailed(origin string) *httpapi.Error {
 // newRedirectClient is the HTTP client that follows Location answers: another server
 // chooses the URL, so it may connect only to public addresses, never to this machine or
 // its private network (NOTSPEC: as Synapse's ip_range_blacklist), and follows a few
-// redirects at most. The address check is at dial time (refusePrivateAddresses), after the
+// redirects at most. The address check is at dial time (netguard.Control), after the
 // name is resolved, on every connection, redirects included.
 func newRedirectClient() *http.Client {
-	dialer := &net.Dialer{Timeout: 10 * time.Second, Control: refusePrivateAddresses}
+	dialer := netguard.Dialer(10 * time.Second)
 	return &http.Client{
 		Timeout: fetchGrace,
 		Transport: &http.Transport{

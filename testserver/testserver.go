@@ -121,6 +121,8 @@ func baseConfig(tb testing.TB, engine storage.Engine, serverName string, client 
 		Registration: config.RegistrationOpen,
 		RateLimit:    "off",
 		LogLevel:     "warn",
+		// The push gateways of tests listen on loopback.
+		PushPrivateGateways: "allow",
 	}
 	if engine == storage.Postgres {
 		cfg.DatabaseURL = storagetest.PostgresURL(tb)

@@ -1,19 +1,20 @@
-package media
+// Package netguard keeps outbound connections to addresses that others choose (media
+// Location URLs, URL previews, push gateways) away from this machine and its private
+// network: server-side request forgery.
+package netguard
 
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"syscall"
+	"time"
 )
 
-// The addresses the repository's HTTP client may not connect to. Other servers choose the
-// Location URLs it follows and users the URLs it previews, so without this check they could
-// make the server fetch from itself or its private network (server-side request forgery).
-
-// errBlockedAddress is the error of a connection refused by refusePrivateAddresses; the
-// HTTP client's errors wrap it.
-var errBlockedAddress = errors.New("not a public address")
+// ErrBlocked is the error of a connection refused by Control; the HTTP client's errors
+// wrap it.
+var ErrBlocked = errors.New("not a public address")
 
 // blockedPrefixes are the networks refused. NOTSPEC: Synapse's default
 // ip_range_blacklist (loopback, private, carrier-grade NAT, link-local, documentation,
@@ -40,8 +41,8 @@ var (
 	sixToFourPrefix = netip.MustParsePrefix("2002::/16")
 )
 
-// blockedAddress reports whether the HTTP client may not connect to ip.
-func blockedAddress(ip netip.Addr) bool {
+// Blocked reports whether a connection to ip is refused.
+func Blocked(ip netip.Addr) bool {
 	if ip.Zone() != "" {
 		// Scoped to one link: never a public address (and netip.Prefix never matches it).
 		return true
@@ -51,9 +52,9 @@ func blockedAddress(ip netip.Addr) bool {
 		b := ip.As16()
 		switch {
 		case nat64Prefix.Contains(ip):
-			return blockedAddress(netip.AddrFrom4([4]byte(b[12:16])))
+			return Blocked(netip.AddrFrom4([4]byte(b[12:16])))
 		case sixToFourPrefix.Contains(ip):
-			return blockedAddress(netip.AddrFrom4([4]byte(b[2:6])))
+			return Blocked(netip.AddrFrom4([4]byte(b[2:6])))
 		}
 	}
 	for _, p := range blockedPrefixes {
@@ -64,16 +65,21 @@ func blockedAddress(ip netip.Addr) bool {
 	return false
 }
 
-// refusePrivateAddresses is a net.Dialer Control that refuses to connect to the addresses
-// blockedAddress names. It runs on every connection, once the name is resolved: for every
-// redirect and every address a name resolves to, so DNS cannot lead it to a blocked one.
-func refusePrivateAddresses(_, address string, _ syscall.RawConn) error {
+// Control is a net.Dialer Control that refuses to connect to the addresses Blocked names.
+// It runs on every connection, once the name is resolved: for every redirect and every
+// address a name resolves to, so DNS cannot lead a client to a blocked one.
+func Control(_, address string, _ syscall.RawConn) error {
 	addrPort, err := netip.ParseAddrPort(address)
 	if err != nil {
-		return fmt.Errorf("%w: %q", errBlockedAddress, address)
+		return fmt.Errorf("%w: %q", ErrBlocked, address)
 	}
-	if blockedAddress(addrPort.Addr()) {
-		return fmt.Errorf("refusing to connect to %s: %w", addrPort.Addr(), errBlockedAddress)
+	if Blocked(addrPort.Addr()) {
+		return fmt.Errorf("refusing to connect to %s: %w", addrPort.Addr(), ErrBlocked)
 	}
 	return nil
+}
+
+// Dialer is a dialer that connects to public addresses only.
+func Dialer(timeout time.Duration) *net.Dialer {
+	return &net.Dialer{Timeout: timeout, Control: Control}
 }
