@@ -144,7 +144,7 @@ func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog
 	}
 	a.typing = newTypingTracker(db, roomServer.Stream(), a.joinedMemberIDs, log, clock)
 	a.presence = presence.New(presence.Config{DB: db, Stream: roomServer.Stream(), ServerName: cfg.ServerName, Clock: clock, Log: log,
-		RoomMembers: a.joinedMemberIDs})
+		RoomMembers: a.joinedMemberIDs, Disabled: !cfg.PresenceEnabled()})
 	a.unread = newBoundedMap[unreadKey, unreadEntry](maxUnreadEntries)
 	a.memberships = newBoundedMap[string, membershipEntry](maxMembershipEntries)
 	a.reads = newBoundedMap[string, readEntry](maxMembershipEntries)

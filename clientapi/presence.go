@@ -116,7 +116,7 @@ func (a *API) active(ctx context.Context, d *Device) {
 // presence changed in the window, and those of newlyShared (who started sharing a room with
 // the user in the window: their presence is news to the user) who are not offline.
 func (a *API) syncPresence(ctx context.Context, userID string, filter *EventFilter, since, to int64, everything bool, newlyShared []string) ([]any, error) {
-	if (filter.Types != nil && !matchAny(filter.Types, "m.presence")) || matchAny(filter.NotTypes, "m.presence") ||
+	if !a.presence.Enabled() || (filter.Types != nil && !matchAny(filter.Types, "m.presence")) || matchAny(filter.NotTypes, "m.presence") ||
 		(filter.Limit != nil && *filter.Limit == 0) {
 		return nil, nil
 	}

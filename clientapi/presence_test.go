@@ -304,3 +304,26 @@ func TestPresenceNewlyShared(t *testing.T) {
 		}
 	})
 }
+
+// TestPresenceOff: with EGGS_PRESENCE=off nobody's presence is tracked: a PUT is accepted
+// and has no effect, everyone reads as offline, /sync carries no presence.
+func TestPresenceOff(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		s := newTestAPI(t, db, "open", "")
+		s.api.presence = presence.New(presence.Config{DB: db, Stream: s.api.rooms.Stream(), ServerName: testServerName,
+			Clock: time.Now, Log: s.api.log, Disabled: true})
+		aliceID, alice, _ := s.register("alice", "password-alice")
+		_, bob, _ := s.register("bob", "password-bob")
+		roomID := s.createRoom(alice, map[string]any{"preset": "public_chat"})
+		s.joinRoom(bob, roomID)
+		s.sync(alice, url.Values{})
+		s.do("PUT", "/_matrix/client/v3/presence/"+aliceID+"/status", alice,
+			map[string]any{"presence": "online", "status_msg": "here"}, http.StatusOK)
+		if seen, _ := s.presenceEvents(bob, "", nil); len(seen) != 0 {
+			t.Fatalf("presence off, yet /sync has %v", seen)
+		}
+		if got := s.do("GET", "/_matrix/client/v3/presence/"+aliceID+"/status", bob, nil, http.StatusOK); got["presence"] != "offline" {
+			t.Fatalf("presence off, GET: %v", got)
+		}
+	})
+}

@@ -37,6 +37,9 @@ type Config struct {
 	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
 	RateLimit                string `yaml:"rate_limit"`
 	LogLevel                 string `yaml:"log_level"`
+	// Presence is "on" (the default) or "off": off, nobody's presence is tracked, shown or
+	// exchanged with other servers, which large servers sometimes prefer for its cost.
+	Presence string `yaml:"presence"`
 	// PushPrivateGateways is "allow" to let pushers name push gateways on loopback or private
 	// addresses (a gateway on the same network, tests); "deny", the default, refuses them.
 	PushPrivateGateways string `yaml:"push_private_gateways"`
@@ -101,6 +104,7 @@ var settings = []setting{
 	{"EGGS_COMPLEMENT_CA_DIR", func(c *Config) *string { return &c.ComplementCADir }, "/complement/ca", ""},
 	{"EGGS_MAX_UPLOAD_SIZE", func(c *Config) *string { return &c.MaxUploadSize }, DefaultMaxUploadSize, ""},
 	{"EGGS_PUSH_PRIVATE_GATEWAYS", func(c *Config) *string { return &c.PushPrivateGateways }, "deny", ""},
+	{"EGGS_PRESENCE", func(c *Config) *string { return &c.Presence }, "on", ""},
 }
 
 // DefaultMaxUploadSize is EGGS_MAX_UPLOAD_SIZE when nothing sets it. NOTSPEC: Synapse's
@@ -163,6 +167,11 @@ func (c *Config) validate() error {
 	case "on", "off":
 	default:
 		return fmt.Errorf("EGGS_RATE_LIMIT %q: want on or off", c.RateLimit)
+	}
+	switch c.Presence {
+	case "on", "off":
+	default:
+		return fmt.Errorf("EGGS_PRESENCE %q: want on or off", c.Presence)
 	}
 	switch c.PushPrivateGateways {
 	case "allow", "deny":
@@ -253,6 +262,10 @@ func (c *Config) CheckFederationTLS() error {
 		"to issue one for the server name %s at start-up, or set EGGS_FEDERATION_ADDR=%s for a server that does not federate",
 		c.FederationAddr, c.ServerName, FederationOff)
 }
+
+// PresenceEnabled reports whether presence is tracked. An empty setting, as in a Config built
+// in code rather than loaded, counts as on.
+func (c *Config) PresenceEnabled() bool { return c.Presence != "off" }
 
 // PrivatePushGatewaysAllowed reports whether push gateways may be on private addresses.
 func (c *Config) PrivatePushGatewaysAllowed() bool { return c.PushPrivateGateways == "allow" }

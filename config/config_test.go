@@ -21,7 +21,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{ServerName: "localhost:8008", ClientAddr: ":8008", DataDir: "./eggs-data",
 		Registration: RegistrationClosed, RateLimit: "on", LogLevel: "info",
-		FederationAddr: ":8448", ComplementCADir: "/complement/ca", MaxUploadSize: "50M", PushPrivateGateways: "deny"}
+		FederationAddr: ":8448", ComplementCADir: "/complement/ca", MaxUploadSize: "50M", PushPrivateGateways: "deny", Presence: "on"}
 	if *cfg != want {
 		t.Fatalf("defaults = %+v, want %+v", *cfg, want)
 	}
@@ -63,6 +63,7 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{"EGGS_TLS_CA_KEY", "/etc/eggs/ca.key"},
 		{"EGGS_MAX_UPLOAD_SIZE", "lots"},
 		{"EGGS_PUSH_PRIVATE_GATEWAYS", "sure"},
+		{"EGGS_PRESENCE", "sometimes"},
 	} {
 		_, err := Load("", env(map[string]string{tc.name: tc.value}))
 		if err == nil || !strings.Contains(err.Error(), tc.name) {

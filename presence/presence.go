@@ -164,6 +164,9 @@ type Config struct {
 	Log        *slog.Logger
 	// RoomMembers lists the users joined to a room.
 	RoomMembers func(ctx context.Context, roomID string) ([]string, error)
+	// Disabled turns presence off (EGGS_PRESENCE=off): nothing is tracked or stored, everyone
+	// reads as offline, other servers' presence is ignored and ours is not sent.
+	Disabled bool
 }
 
 // Tracker keeps the presence of every user.
@@ -214,6 +217,9 @@ func (t *Tracker) SetFederator(f Federator) {
 	t.mu.Unlock()
 }
 
+// Enabled reports whether presence is on.
+func (t *Tracker) Enabled() bool { return !t.cfg.Disabled }
+
 // Now is the tracker's clock: the time relative to which last_active_ago is given.
 func (t *Tracker) Now() time.Time { return t.cfg.Clock() }
 
@@ -227,7 +233,7 @@ func (t *Tracker) isLocal(userID string) bool {
 // asks for ("" when left out: online, unless the device set its presence explicitly;
 // offline: the request does not affect presence). The returned function ends it.
 func (t *Tracker) Syncing(ctx context.Context, userID, deviceID, setPresence string) (func(), error) {
-	if setPresence == Offline {
+	if setPresence == Offline || t.cfg.Disabled {
 		return func() {}, nil
 	}
 	err := t.change(ctx, userID, func(u *localUser, now time.Time) {
@@ -260,6 +266,9 @@ func (t *Tracker) Syncing(ctx context.Context, userID, deviceID, setPresence str
 // Active records a pro-active event of a device of userID (a message sent, a receipt, …):
 // the user is online and their last active time is now.
 func (t *Tracker) Active(ctx context.Context, userID, deviceID string) error {
+	if t.cfg.Disabled {
+		return nil
+	}
 	return t.change(ctx, userID, func(u *localUser, now time.Time) {
 		d := u.device(deviceID)
 		d.presence, d.explicit, d.lastSeen = Online, false, now
@@ -272,6 +281,9 @@ func (t *Tracker) Active(ctx context.Context, userID, deviceID string) error {
 func (t *Tracker) Set(ctx context.Context, userID, deviceID, presence, statusMsg string) error {
 	if !Valid(presence) {
 		return ErrInvalid
+	}
+	if t.cfg.Disabled {
+		return nil
 	}
 	return t.change(ctx, userID, func(u *localUser, now time.Time) {
 		d := u.device(deviceID)
@@ -442,6 +454,9 @@ func statusOf(row storage.PresenceRow) Status {
 // Get returns a user's presence now: for our users as worked out from their devices, for
 // others' as their server last told us; offline when nothing is known.
 func (t *Tracker) Get(ctx context.Context, userID string) (Status, error) {
+	if t.cfg.Disabled {
+		return Status{UserID: userID, Presence: Offline}, nil
+	}
 	if t.isLocal(userID) {
 		t.mu.Lock()
 		u := t.local[userID]
@@ -493,6 +508,9 @@ func (t *Tracker) Fresh(row storage.PresenceRow) Status {
 // ApplyRemote applies the entries of an m.presence EDU from origin. Entries about users of
 // other servers than origin, with a bad state or an oversized status message, are skipped.
 func (t *Tracker) ApplyRemote(ctx context.Context, origin string, updates []Update) error {
+	if t.cfg.Disabled {
+		return nil
+	}
 	now := t.cfg.Clock()
 	var errs []error
 	for _, up := range updates {
@@ -541,6 +559,9 @@ func (t *Tracker) applyRemote(ctx context.Context, next Status, now time.Time) e
 // other servers, until ctx ends. Our users who were not offline when the server stopped get
 // syncOnlineTimeout to come back.
 func (t *Tracker) Run(ctx context.Context) {
+	if t.cfg.Disabled {
+		return
+	}
 	t.adoptStored(ctx)
 	tick := time.NewTicker(sweepInterval)
 	defer tick.Stop()
@@ -677,6 +698,9 @@ func (t *Tracker) sweepRemote(ctx context.Context) {
 // a room that one of ours joins hear of theirs, rather than at the next change or repeat.
 // NOTSPEC: the spec does not say when presence is first sent; this is what Synapse does.
 func (t *Tracker) Joined(roomID string, joiners []string) {
+	if t.cfg.Disabled {
+		return
+	}
 	t.mu.Lock()
 	fed := t.fed
 	t.mu.Unlock()
