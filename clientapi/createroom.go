@@ -80,6 +80,11 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request, d *Device) erro
 			return httpapi.InvalidParam("Invalid user ID to invite: %q", invitee)
 		}
 	}
+	// Invite blocking: refused before anything is created, so that the client learns it
+	// and no half-made room is left (the spec also allows creating the room without them).
+	if err := a.checkInvites(r.Context(), req.Invite); err != nil {
+		return err
+	}
 	var alias string
 	if req.RoomAliasName != "" {
 		alias = "#" + req.RoomAliasName + ":" + a.cfg.ServerName

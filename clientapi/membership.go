@@ -203,6 +203,9 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request, d *Device) error {
 	if membership, _, err := a.rooms.Membership(r.Context(), roomID, req.UserID); err == nil && membership == "ban" {
 		return httpapi.Forbidden("%s is banned from the room", req.UserID)
 	}
+	if err := a.checkInvite(r.Context(), req.UserID); err != nil {
+		return err
+	}
 	var extra map[string]any
 	if isDirect, err := a.isDirectRoom(r, roomID, d.UserID); err == nil && isDirect {
 		extra = map[string]any{"is_direct": true}
@@ -378,7 +381,7 @@ func (a *API) checkCanonicalAlias(r *http.Request, roomID string, content json.R
 
 // inviteRemote invites a user of another server: their server co-signs the invite before it
 // is stored (server-server API "Inviting to a room"). A refusal by that server, or no answer,
-// is 403 M_FORBIDDEN.
+// is 403 M_FORBIDDEN, except invite blocking (M_INVITE_BLOCKED), which the inviter sees.
 func (a *API) inviteRemote(w http.ResponseWriter, r *http.Request, d *Device, roomID string, req *membershipRequest, extra map[string]any) error {
 	if len(req.Reason) > maxReasonLength {
 		return httpapi.BadJSON("reason too long")
@@ -400,6 +403,9 @@ func (a *API) inviteRemote(w http.ResponseWriter, r *http.Request, d *Device, ro
 		var authErr *spec.AuthError
 		if errors.As(err, &authErr) || errors.Is(err, rooms.ErrRoomNotFound) {
 			return submitError(err)
+		}
+		if remoteInviteBlocked(err) {
+			return errInviteBlocked(req.UserID)
 		}
 		a.log.Info("remote invite failed", "room_id", roomID, "invitee", req.UserID, "err", err)
 		return httpapi.Forbidden("The server of %s did not accept the invite", req.UserID)

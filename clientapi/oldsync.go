@@ -265,10 +265,23 @@ func (a *API) initialSync(w http.ResponseWriter, r *http.Request, d *Device) err
 	sort.Slice(memberships, func(i, j int) bool { return memberships[i].RoomID < memberships[j].RoomID })
 	f := a.formatter(d, true)
 	forgotten := forgottenRooms{api: a, userID: d.UserID}
+	var invitesBlocked *bool // read on the first invite
 	for _, m := range memberships {
 		var info *roomInfo
 		switch m.Membership {
 		case "invite":
+			// Invites are hidden while the user blocks them (client-server API "Invite
+			// permission"), as in /sync.
+			if invitesBlocked == nil {
+				blocked, err := a.InviteBlocked(ctx, d.UserID)
+				if err != nil {
+					return err
+				}
+				invitesBlocked = &blocked
+			}
+			if *invitesBlocked {
+				continue
+			}
 			if info, err = a.invitedRoomInfo(ctx, f, m); err != nil {
 				return err
 			}

@@ -129,6 +129,9 @@ func (a *API) putState(w http.ResponseWriter, r *http.Request, d *Device) error 
 		if _, err := spec.ParseUserID(stateKey); err != nil {
 			return httpapi.BadJSON("State key of m.room.member must be a user ID")
 		}
+		if err := a.checkMemberInvite(r.Context(), stateKey, content); err != nil {
+			return err
+		}
 	}
 	if evType == "m.room.canonical_alias" {
 		if err := a.checkCanonicalAlias(r, pathParam(r, "roomId"), content); err != nil {

@@ -300,6 +300,7 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 	}
 	unread := newUnreadCounter(d.UserID)
 	forgotten := forgottenRooms{api: a, userID: d.UserID}
+	invites := a.syncInvites(d.UserID, since, to, everything)
 	for _, m := range memberships {
 		if !allowsRoom(filter.Room.Rooms, filter.Room.NotRooms, m.RoomID) {
 			continue
@@ -327,7 +328,14 @@ func (a *API) buildSync(ctx context.Context, d *Device, filter *Filter, since, t
 			}
 			resp.Rooms.Join[m.RoomID] = jr
 		case "invite", "knock":
-			if !everything && memberEvent == nil {
+			show := everything || memberEvent != nil
+			if m.Membership == "invite" {
+				// Invite blocking (inviteblocking.go) hides invites, and shows them again.
+				if show, err = invites.show(ctx, memberEvent != nil); err != nil {
+					return nil, err
+				}
+			}
+			if !show {
 				continue
 			}
 			state, err := a.strippedRoomState(ctx, m.RoomID, d.UserID, m.EventNID)

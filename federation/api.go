@@ -29,6 +29,8 @@ type API struct {
 	Sender     *Sender
 	Log        *slog.Logger
 	Clock      func() time.Time
+	// Invites says which of our users block invites (invites.go); nil: none do.
+	Invites InvitePolicy
 }
 
 // Routes mounts the authenticated endpoints on r.

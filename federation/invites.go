@@ -139,6 +139,17 @@ func withUnsigned(ev *spec.Event, unsigned map[string]any) (*spec.Event, error) 
 	return spec.EventFromTrusted(canonical, ev.EventID(), ev.Version())
 }
 
+// InvitePolicy says whether our users accept invites (the client API implements it).
+type InvitePolicy interface {
+	// InviteBlocked reports whether userID, one of ours, blocks invites (client-server API
+	// "Invite permission": m.invite_permission_config).
+	InviteBlocked(ctx context.Context, userID string) (bool, error)
+}
+
+// errCodeInviteBlocked is the answer to an invite of a user who blocks invites (403,
+// invites-v2.yaml, added in v1.18).
+const errCodeInviteBlocked = "M_INVITE_BLOCKED"
+
 // errInviteIncompatible is the invitee's server's answer for a room version it does not
 // support (invites-v2.yaml, 400).
 func errInviteIncompatible(version string) *httpapi.Error {
@@ -230,6 +241,13 @@ func (a *API) acceptInvite(ctx context.Context, origin, roomID, eventID, version
 	} else if u.Deactivated {
 		return nil, httpapi.Forbidden("%s is deactivated", invitee)
 	}
+	if a.Invites != nil {
+		if blocked, err := a.Invites.InviteBlocked(ctx, invitee.String()); err != nil {
+			return nil, err
+		} else if blocked {
+			return nil, httpapi.NewError(http.StatusForbidden, errCodeInviteBlocked, "%s does not accept invites", invitee)
+		}
+	}
 	keys := a.Keys.KeyLookup(ctx)
 	if err := spec.VerifyEventSignatures(ev, keys); err != nil {
 		return nil, httpapi.InvalidParam("The invite fails its signature check: %v", err)
@@ -320,6 +338,13 @@ type InviteRefusedError struct {
 // server's, and callers must not mistake it for an error of our room server.
 func (e *InviteRefusedError) Error() string {
 	return fmt.Sprintf("invite refused by %s: %v", e.Server, e.Err)
+}
+
+// InviteBlocked reports whether the refusal is the invitee's invite blocking (403
+// M_INVITE_BLOCKED), which the client API passes on to the inviter.
+func (e *InviteRefusedError) InviteBlocked() bool {
+	var remote *RemoteError
+	return errors.As(e.Err, &remote) && remote.Status == http.StatusForbidden && remote.ErrCode == errCodeInviteBlocked
 }
 
 // sendInvite asks server to co-sign invite and returns its answer's event.

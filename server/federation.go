@@ -36,7 +36,7 @@ func mountFederation(ctx context.Context, s *Server) error {
 			ServerName: s.identity.ServerName, DB: s.db, Rooms: s.rooms, Keys: ring, Client: client,
 			Inbound: federation.NewInbound(s.db, s.rooms, keyLookup, time.Now, s.log),
 			Sender:  federation.NewSender(s.db, s.identity.ServerName, client, time.Now, s.log),
-			Log:     s.log, Clock: time.Now,
+			Invites: s.clientAPI, Log: s.log, Clock: time.Now,
 		}
 		api.Routes(s.federationRouter)
 		// Queries, directory, hierarchy and OpenID answer from what the client API knows;
