@@ -420,6 +420,9 @@ func (s *Server) ReceiveWithState(ctx context.Context, ev *spec.Event, state, au
 		s.log.Info("soft-failing event", "event_id", ev.EventID(), "room_id", r.id, "reason", reason)
 		status = storage.EventSoftFailed
 	}
+	if status == storage.EventAccepted {
+		ev, status = s.policyStatus(ctx, r, ev)
+	}
 
 	// The state before becomes a snapshot of its own, as a delta over the current state
 	// (which it usually differs little from).

@@ -63,6 +63,10 @@ func (s *Server) SendPrepared(ctx context.Context, ev *spec.Event) (*Event, erro
 	if err := checkAgainst(ev, r.state, false); err != nil {
 		return nil, err
 	}
+	ev, err = s.policySign(ctx, r, stateView{base: r.state}, ev)
+	if err != nil {
+		return nil, err
+	}
 	stored, err := s.persistLocked(ctx, r, []pending{{event: ev}})
 	if err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ import (
 //  4. auth rules against the state before it, resolved over its prev_events (else rejected);
 //  5. auth rules against the room's current state (else soft-failed: kept, not relayed,
 //     not built upon);
+//  6. the signature of the room's Policy Server, if it uses one (else soft-failed);
 //
 // then it is stored, becomes a forward extremity, and the room's current state is resolved
 // again over the extremities when the DAG has forked.
@@ -111,6 +112,10 @@ func (s *Server) ReceiveEvent(ctx context.Context, ev *spec.Event, keys spec.Key
 			s.log.Info("soft-failing event", "event_id", ev.EventID(), "room_id", r.id, "reason", reason)
 			status = storage.EventSoftFailed
 		}
+	}
+	// 6. Soft-fail without the signature of the room's Policy Server.
+	if status == storage.EventAccepted {
+		ev, status = s.policyStatus(ctx, r, ev)
 	}
 	return s.persistReceived(ctx, r, ev, prevs, stateBefore, status)
 }

@@ -151,6 +151,9 @@ func (s *Server) appendLocked(ctx context.Context, r *room, reqs []EventRequest,
 		if err != nil {
 			return nil, err
 		}
+		if e, err = s.policySign(ctx, r, state, e); err != nil {
+			return nil, err
+		}
 		built = append(built, pending{req: req, event: e})
 		if tuple, ok := e.Tuple(); ok {
 			state.overlay[tuple] = e

@@ -43,6 +43,8 @@ type Server struct {
 	outbound Outbound
 	// receiveCheck, when set, runs first on every received event (receive.go).
 	receiveCheck ReceiveCheck
+	// policySigner, when set, asks rooms' Policy Servers for signatures (policy.go).
+	policySigner PolicySigner
 	// joined, when set, hears of the users who became joined to a room (SetJoinObserver).
 	joined func(roomID string, userIDs []string)
 

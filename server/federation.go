@@ -49,6 +49,7 @@ func mountFederation(ctx context.Context, s *Server) error {
 		s.rooms.SetJoinObserver(s.clientAPI.Presence().Joined)
 		s.rooms.SetReceiveCheck(api.ReceiveCheck)
 		s.rooms.SetOutbound(api.Sender)
+		s.rooms.SetPolicySigner(&federation.PolicySigner{Client: client})
 		s.clientAPI.SetRemoteRooms(api)
 		// End-to-end encryption: device lists, keys and to-device messages of our users go to
 		// the servers sharing rooms with them, and theirs reach our users.

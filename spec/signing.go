@@ -248,7 +248,9 @@ func VerifyEventSignatures(e *Event, lookup KeyLookup) error {
 func verifyServerSignatures(signed []byte, byKey map[string]string, server string, atTS int64, lookup KeyLookup) error {
 	keyIDs := make([]string, 0, len(byKey))
 	for keyID := range byKey {
-		if strings.HasPrefix(keyID, ed25519KeyPrefix) {
+		// "the policy server key is not expected to be published and therefore should be
+		// skipped at this stage", even when the Policy Server is the sender's server.
+		if strings.HasPrefix(keyID, ed25519KeyPrefix) && keyID != PolicyServerKeyID {
 			keyIDs = append(keyIDs, keyID)
 		}
 	}
