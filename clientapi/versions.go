@@ -7,15 +7,14 @@ import (
 )
 
 // supportedVersions are the spec versions whose every required endpoint and behaviour this
-// server has (checked against each version's changelog, content/changelog). Advertise only
-// what works: clients choose their code paths by these. Not v1.18: invite blocking
-// (M_INVITE_BLOCKED) and policy servers are missing, and v1.19 builds on v1.18. Optional
-// parts that are not offered: SSO and OAuth 2.0 login (GET /auth_metadata answers 404
-// M_UNRECOGNIZED, as the spec asks of servers without it), terms of service at registration,
-// application services.
+// server has (checked against each version's changelog, content/changelog, up to v1.19).
+// Advertise only what works: clients choose their code paths by these. Optional parts that
+// are not offered: SSO and OAuth 2.0 login (GET /auth_metadata answers 404 M_UNRECOGNIZED,
+// as the spec asks of servers without it), terms of service at registration, application
+// services, the m.forget_forced_upon_leave capability.
 var supportedVersions = []string{
 	"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
-	"v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17",
+	"v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19",
 }
 
 // unstableFeatures are the unstable_features of /versions. org.matrix.msc3916.stable:
