@@ -213,6 +213,10 @@ type Limits struct {
 	Send RateLimit `json:"send" yaml:"send"`
 	// LoginToken limits POST /login/get_token per user.
 	LoginToken RateLimit `json:"login_token" yaml:"login_token"`
+	// Media limits uploads, media IDs created and URL previews per user.
+	Media RateLimit `json:"media" yaml:"media"`
+	// Report limits reports of events, rooms and users per user.
+	Report RateLimit `json:"report" yaml:"report"`
 	// MaxKeys bounds the keys each limiter remembers (0 means DefaultMaxKeys).
 	MaxKeys int `json:"max_keys" yaml:"max_keys"`
 }
@@ -229,6 +233,10 @@ func DefaultLimits() Limits {
 		// NOTSPEC: a login token is asked for when signing in another device, a rare act;
 		// one a minute with a burst of 3 (Synapse also limits it tightly).
 		LoginToken: RateLimit{PerSecond: 1.0 / 60, Burst: 3},
+		// Synapse's rc_media_create.
+		Media: RateLimit{PerSecond: 10, Burst: 50},
+		// NOTSPEC: one report every 10 s with a burst of 5; reports go to people.
+		Report: RateLimit{PerSecond: 0.1, Burst: 5},
 	}
 }
 
@@ -250,6 +258,8 @@ func (l Limits) Validate() error {
 		{"login_failed_attempts", l.LoginFailed},
 		{"send", l.Send},
 		{"login_token", l.LoginToken},
+		{"media", l.Media},
+		{"report", l.Report},
 	} {
 		if err := c.limit.Validate(); err != nil {
 			return fmt.Errorf("rate limit %s: %w", c.name, err)
@@ -267,6 +277,8 @@ type Limiters struct {
 	LoginFailed  *Limiter
 	Send         *Limiter
 	LoginToken   *Limiter
+	Media        *Limiter
+	Report       *Limiter
 }
 
 // Build validates the limits and makes their limiters, reading time from clock (nil means
@@ -292,6 +304,8 @@ func (l Limits) Build(clock func() time.Time) (*Limiters, error) {
 		LoginFailed:  build(l.LoginFailed),
 		Send:         build(l.Send),
 		LoginToken:   build(l.LoginToken),
+		Media:        build(l.Media),
+		Report:       build(l.Report),
 	}, nil
 }
 

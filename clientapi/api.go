@@ -318,6 +318,10 @@ func rateLimit(limiter *auth.Limiter, key string) error {
 	return nil
 }
 
+// LimitMedia charges one upload, media ID or URL preview to userID's media rate limit
+// (package media asks it): M_LIMIT_EXCEEDED with retry_after_ms when it is spent.
+func (a *API) LimitMedia(userID string) error { return rateLimit(a.limiters.Media, userID) }
+
 // pathParam is a path parameter, percent-decoded. chi matches routes against the escaped
 // path when the request's escaping differs from Go's default (encodeURIComponent's "%3A" for
 // ":" does), and then hands back escaped parameters.

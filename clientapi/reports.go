@@ -40,7 +40,10 @@ type reportRequest struct {
 
 // readReport reads and checks a report's body; reasonRequired is true for room and user
 // reports, whose reason is required (though it may be blank).
-func readReport(r *http.Request, reasonRequired bool) (*reportRequest, error) {
+func (a *API) readReport(r *http.Request, d *Device, reasonRequired bool) (*reportRequest, error) {
+	if err := rateLimit(a.limiters.Report, d.UserID); err != nil {
+		return nil, err
+	}
 	var req reportRequest
 	if err := httpapi.ReadJSON(r, maxReportBody, &req); err != nil {
 		return nil, err
@@ -71,7 +74,7 @@ func (a *API) storeReport(w http.ResponseWriter, r *http.Request, report *storag
 // redacted event, 404 M_NOT_FOUND, one answer for all so that it reveals nothing. The
 // reason is optional.
 func (a *API) reportEvent(w http.ResponseWriter, r *http.Request, d *Device) error {
-	req, err := readReport(r, false)
+	req, err := a.readReport(r, d, false)
 	if err != nil {
 		return err
 	}
@@ -108,7 +111,7 @@ func (a *API) reportEvent(w http.ResponseWriter, r *http.Request, d *Device) err
 // POST /rooms/{roomId}/report (report_content.yaml reportRoom, v1.13). The reporter need not
 // be in the room; a room this server does not know is 404 M_NOT_FOUND.
 func (a *API) reportRoom(w http.ResponseWriter, r *http.Request, d *Device) error {
-	req, err := readReport(r, true)
+	req, err := a.readReport(r, d, true)
 	if err != nil {
 		return err
 	}
@@ -132,7 +135,7 @@ func (a *API) reportRoom(w http.ResponseWriter, r *http.Request, d *Device) erro
 // any other and the report is dropped: the spec allows hiding whether the user exists, and
 // this server can do nothing about other servers' users.
 func (a *API) reportUser(w http.ResponseWriter, r *http.Request, d *Device) error {
-	req, err := readReport(r, true)
+	req, err := a.readReport(r, d, true)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/scrambledeggs/eggs/auth"
 	"github.com/scrambledeggs/eggs/storage"
 	"github.com/scrambledeggs/eggs/storage/storagetest"
 )
@@ -88,5 +90,19 @@ func TestReports(t *testing.T) {
 			*withScore.Reason != "rude" || *withScore.Score != -100 || withScore.ReceivedTS == 0 {
 			t.Fatalf("event report %+v", withScore)
 		}
+	})
+}
+
+// TestReportsRateLimited: reports are charged to the reporter's report limit.
+func TestReportsRateLimited(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		s := newTestAPI(t, db, "open", "")
+		s.api.limiters.Report = auth.NewLimiter(0.001, 2, time.Now)
+		_, alice, _ := s.register("alice", "password-alice")
+		bobID, _, _ := s.register("bob", "password-bob")
+		path := "/_matrix/client/v3/users/" + bobID + "/report"
+		s.do("POST", path, alice, map[string]any{"reason": "spam"}, http.StatusOK)
+		s.do("POST", path, alice, map[string]any{"reason": "spam"}, http.StatusOK)
+		s.expectErr("POST", path, alice, map[string]any{"reason": "spam"}, http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
 	})
 }

@@ -73,6 +73,9 @@ type Config struct {
 	// Authenticate finds the user of a client request's access token, with the client API's
 	// errors (M_MISSING_TOKEN, M_UNKNOWN_TOKEN, M_USER_LOCKED): the client API's own lookup.
 	Authenticate func(*http.Request) (User, error)
+	// Limit charges an upload, a media ID created or a URL preview to the user's rate limit,
+	// answering M_LIMIT_EXCEEDED when it is spent; nil limits nothing.
+	Limit func(userID string) error
 	// Clock is time.Now outside tests.
 	Clock func() time.Time
 	Log   *slog.Logger

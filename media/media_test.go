@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scrambledeggs/eggs/httpapi"
 	"github.com/scrambledeggs/eggs/storage"
 	"github.com/scrambledeggs/eggs/storage/storagetest"
 )
@@ -231,6 +232,39 @@ func TestMediaAsyncUpload(t *testing.T) {
 		}
 		if w := tr.get(download, alice); w.Code != http.StatusOK {
 			t.Fatalf("uploaded media after housekeeping: %d", w.Code)
+		}
+	})
+}
+
+// TestMediaRateLimited: uploads, created media IDs and URL previews are charged to the
+// user's rate limit (Config.Limit); once it is spent they get 429 M_LIMIT_EXCEEDED, while
+// downloads are not charged.
+func TestMediaRateLimited(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		var mu sync.Mutex
+		charged := map[string]int{}
+		tr := newTestRepo(t, db, func(c *Config) {
+			c.Limit = func(userID string) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if charged[userID]++; charged[userID] > 2 {
+					return httpapi.LimitExceeded(time.Second)
+				}
+				return nil
+			}
+		})
+		alice := tr.user("alice")
+		id := tr.upload(alice, []byte("one"), "text/plain", "")
+		tr.do(request{method: http.MethodPost, path: "/_matrix/media/v1/create", token: alice})
+		w := tr.do(request{method: http.MethodPost, path: "/_matrix/media/v3/upload", token: alice, body: bytes.NewReader([]byte("three")),
+			header: map[string]string{"Content-Type": "text/plain"}})
+		expectError(t, "third upload", w, http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
+		w = tr.do(request{method: http.MethodPost, path: "/_matrix/media/v1/create", token: alice})
+		expectError(t, "create", w, http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
+		_, w = tr.preview("https://example.org/", alice)
+		expectError(t, "preview", w, http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
+		if w := tr.get("/_matrix/client/v1/media/download/"+testServerName+"/"+id, alice); w.Code != http.StatusOK {
+			t.Fatalf("download after the limit: %d", w.Code)
 		}
 	})
 }

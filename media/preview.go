@@ -59,6 +59,9 @@ func (r *Repository) previewURL(w http.ResponseWriter, req *http.Request, user U
 	if err != nil {
 		return err
 	}
+	if err := r.limit(user); err != nil {
+		return err
+	}
 	og, err := r.preview(req.Context(), target, user.UserID)
 	if err != nil {
 		return err

@@ -20,7 +20,7 @@ func newMediaID() string {
 
 // POST /_matrix/media/v3/upload (client-server API "Content repository", uploadContent).
 func (r *Repository) upload(w http.ResponseWriter, req *http.Request, user User) error {
-	if err := mayUpload(user); err != nil {
+	if err := r.mayUploadNow(user); err != nil {
 		return err
 	}
 	m, err := r.receive(req)
@@ -38,7 +38,7 @@ func (r *Repository) upload(w http.ResponseWriter, req *http.Request, user User)
 // POST /_matrix/media/v1/create (createContent): a media ID whose content comes later by
 // PUT /upload/{serverName}/{mediaId}, unless it expires unused first.
 func (r *Repository) create(w http.ResponseWriter, req *http.Request, user User) error {
-	if err := mayUpload(user); err != nil {
+	if err := r.mayUploadNow(user); err != nil {
 		return err
 	}
 	now := r.cfg.Clock()
@@ -119,6 +119,23 @@ func mayUpload(user User) error {
 		return httpapi.NewError(http.StatusForbidden, "M_USER_SUSPENDED", "You cannot perform this action while suspended.")
 	}
 	return nil
+}
+
+// mayUploadNow is mayUpload with the request charged to the user's rate limit: for uploads
+// and media IDs (PUT to a created ID was charged when the ID was created).
+func (r *Repository) mayUploadNow(user User) error {
+	if err := mayUpload(user); err != nil {
+		return err
+	}
+	return r.limit(user)
+}
+
+// limit charges a request to the user's media rate limit (Config.Limit).
+func (r *Repository) limit(user User) error {
+	if r.cfg.Limit == nil {
+		return nil
+	}
+	return r.cfg.Limit(user.UserID)
 }
 
 // receive stores an upload's body and returns its metadata, without origin, media ID and

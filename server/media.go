@@ -27,6 +27,7 @@ func mountMedia(_ context.Context, s *Server) error {
 			}
 			return media.User{UserID: d.UserID, Suspended: d.Suspended}, nil
 		},
+		Limit: s.clientAPI.LimitMedia,
 	}
 	if s.cfg.FederationEnabled() {
 		cfg.Federation = s.federationClient
