@@ -142,9 +142,9 @@ func New(cfg *config.Config, db *storage.DB, roomServer *rooms.Server, log *slog
 		nonces:   auth.NewNonceStore(10000, clock),
 		limiters: limiters,
 	}
-	a.typing = newTypingTracker(db, roomServer.Stream(), a.joinedMemberIDs, log, clock)
+	a.typing = newTypingTracker(db, roomServer.Stream(), roomServer.JoinedMembers, log, clock)
 	a.presence = presence.New(presence.Config{DB: db, Stream: roomServer.Stream(), ServerName: cfg.ServerName, Clock: clock, Log: log,
-		RoomMembers: a.joinedMemberIDs, Disabled: !cfg.PresenceEnabled()})
+		RoomMembers: roomServer.JoinedMembers, Disabled: !cfg.PresenceEnabled()})
 	a.unread = newBoundedMap[unreadKey, unreadEntry](maxUnreadEntries)
 	a.memberships = newBoundedMap[string, membershipEntry](maxMembershipEntries)
 	a.reads = newBoundedMap[string, readEntry](maxMembershipEntries)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -168,42 +167,11 @@ func (a *API) resolveAlias(ctx context.Context, alias, aliasServer string) (stri
 	if roomID == "" {
 		return "", nil, httpapi.NotFound("Room alias %s not found", alias)
 	}
-	servers, err := a.residentServers(ctx, roomID)
+	servers, err := a.rooms.ResidentServers(ctx, roomID)
 	if err != nil {
 		return "", nil, err
 	}
 	return roomID, servers, nil
-}
-
-// residentServers lists the servers with joined members in the room, this one first, for the
-// "servers" of an alias ("A list of servers that are aware of this room alias").
-func (a *API) residentServers(ctx context.Context, roomID string) ([]string, error) {
-	servers := []string{a.cfg.ServerName}
-	state, _, err := a.rooms.CurrentState(ctx, roomID)
-	if errors.Is(err, rooms.ErrRoomNotFound) {
-		return servers, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{a.cfg.ServerName: true}
-	var others []string
-	for tuple, e := range state {
-		if tuple.Type != "m.room.member" {
-			continue
-		}
-		if m, _ := e.Membership(); m != "join" {
-			continue
-		}
-		user, err := spec.ParseUserID(tuple.StateKey)
-		if err != nil || seen[user.Server()] {
-			continue
-		}
-		seen[user.Server()] = true
-		others = append(others, user.Server())
-	}
-	sort.Strings(others)
-	return append(servers, others...), nil
 }
 
 // DELETE /directory/room/{roomAlias}

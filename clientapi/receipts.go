@@ -282,7 +282,7 @@ func (a *API) storeReceipt(ctx context.Context, userID, roomID, receiptType, thr
 	}
 	wake := []string{userID}
 	if receiptType == storage.ReceiptRead {
-		if wake, err = a.joinedMemberIDs(ctx, roomID); err != nil {
+		if wake, err = a.rooms.JoinedMembers(ctx, roomID); err != nil {
 			return false, err
 		}
 	}
@@ -299,24 +299,6 @@ func (a *API) storeReceipt(ctx context.Context, userID, roomID, receiptType, thr
 	stream.MarkChanged(pos, streams.ReceiptKey(roomNID), streams.ReadKey(userID))
 	stream.Finish(pos, wake...)
 	return true, nil
-}
-
-// joinedMemberIDs lists the users joined to a room now.
-func (a *API) joinedMemberIDs(ctx context.Context, roomID string) ([]string, error) {
-	state, _, err := a.rooms.CurrentState(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
-	var members []string
-	for tuple, e := range state {
-		if tuple.Type != "m.room.member" {
-			continue
-		}
-		if m, _ := e.Membership(); m == "join" {
-			members = append(members, tuple.StateKey)
-		}
-	}
-	return members, nil
 }
 
 // maxSyncReceipts bounds the receipts of one incremental /sync, over all rooms.

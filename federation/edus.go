@@ -252,16 +252,11 @@ func (a *API) SendReceipt(ctx context.Context, roomID, userID, threadID, eventID
 // queueRoomEDU queues an EDU about a room for every other server with joined members in it,
 // and wakes their queues.
 func (a *API) queueRoomEDU(ctx context.Context, roomID, eduType string, content any) error {
-	servers, err := a.joinedServers(ctx, roomID)
+	servers, err := a.Rooms.ResidentServers(ctx, roomID)
 	if err != nil {
 		return err
 	}
-	destinations := servers[:0]
-	for _, s := range servers {
-		if s != a.ServerName {
-			destinations = append(destinations, s)
-		}
-	}
+	destinations := servers[1:] // the first is this server
 	if len(destinations) == 0 {
 		return nil
 	}
@@ -274,30 +269,4 @@ func (a *API) queueRoomEDU(ctx context.Context, roomID, eduType string, content 
 	}
 	a.Sender.Notify(destinations...)
 	return nil
-}
-
-// joinedServers lists, sorted, the servers with members joined to a room.
-func (a *API) joinedServers(ctx context.Context, roomID string) ([]string, error) {
-	state, _, err := a.Rooms.CurrentState(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	var servers []string
-	for tuple, e := range state {
-		if tuple.Type != "m.room.member" {
-			continue
-		}
-		if m, _ := e.Membership(); m != "join" {
-			continue
-		}
-		user, err := spec.ParseUserID(tuple.StateKey)
-		if err != nil || seen[user.Server()] {
-			continue
-		}
-		seen[user.Server()] = true
-		servers = append(servers, user.Server())
-	}
-	sort.Strings(servers)
-	return servers, nil
 }

@@ -91,28 +91,12 @@ func (q *QueryAPI) queryDirectory(w http.ResponseWriter, r *http.Request, origin
 	if roomID == "" {
 		return httpapi.NotFound("Room alias %s not found", alias)
 	}
-	servers, err := q.residentServers(r.Context(), roomID)
+	servers, err := q.Rooms.ResidentServers(r.Context(), roomID)
 	if err != nil {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": servers})
 	return nil
-}
-
-// residentServers lists the servers with joined members in a room, this one first: the
-// "servers" of an alias, through which the room can be joined.
-func (a *API) residentServers(ctx context.Context, roomID string) ([]string, error) {
-	servers, err := a.joinedServers(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
-	out := []string{a.ServerName}
-	for _, s := range servers {
-		if s != a.ServerName {
-			out = append(out, s)
-		}
-	}
-	return out, nil
 }
 
 // GET /_matrix/federation/v1/query/profile?user_id=&field= (query.yaml queryProfile).

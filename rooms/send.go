@@ -487,15 +487,18 @@ func (s *Server) SetOutbound(o Outbound) { s.outbound = o }
 // being stored), which includes a member being kicked or leaving. Invites to other servers
 // travel through the invite endpoint instead, as the spec wants.
 func (s *Server) destinations(r *room, _ *Event) []string {
-	servers := map[string]bool{}
-	for _, user := range r.joinedMembers() {
-		servers[serverOf(user)] = true
-	}
-	delete(servers, s.identity.ServerName)
-	delete(servers, "")
-	out := make([]string, 0, len(servers))
-	for server := range servers {
-		out = append(out, server)
+	return serversOf(r.joinedMembers(), s.identity.ServerName)
+}
+
+// serversOf lists, sorted and once each, the servers of users, except except.
+func serversOf(users []string, except string) []string {
+	seen := map[string]bool{except: true, "": true}
+	var out []string
+	for _, user := range users {
+		if server := serverOf(user); !seen[server] {
+			seen[server] = true
+			out = append(out, server)
+		}
 	}
 	sort.Strings(out)
 	return out

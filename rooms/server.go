@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/scrambledeggs/eggs/spec"
@@ -257,6 +258,35 @@ func (s *Server) Membership(ctx context.Context, roomID, userID string) (string,
 	}
 	m, err := e.Membership()
 	return m, e, err
+}
+
+// JoinedMembers lists the users joined to a room now, from the room's joined list (not by
+// going through its state).
+func (s *Server) JoinedMembers(ctx context.Context, roomID string) ([]string, error) {
+	r, err := s.loadRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.joinedMembers()), nil
+}
+
+// ResidentServers lists the servers with users joined to a room, this one first whether it
+// has any or not, the others sorted: the servers through which the room can be joined
+// ("servers" of a room alias). A room this server does not know has only this one.
+func (s *Server) ResidentServers(ctx context.Context, roomID string) ([]string, error) {
+	self := s.identity.ServerName
+	r, err := s.loadRoom(ctx, roomID)
+	if errors.Is(err, ErrRoomNotFound) {
+		return []string{self}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string{self}, serversOf(r.joinedMembers(), self)...), nil
 }
 
 // JoinedCount is the number of users joined to a room now.
