@@ -126,11 +126,7 @@ func (a *API) visibleRoots(ctx context.Context, rr *roomReader, threads []storag
 	for i, t := range threads {
 		ids[i] = t.RootID
 	}
-	rows, err := storage.LoadEventsByID(ctx, a.db, ids)
-	if err != nil {
-		return nil, err
-	}
-	events, err := a.rooms.EventsFromRows(rows)
+	events, err := a.rooms.EventsByID(ctx, ids)
 	if err != nil {
 		return nil, err
 	}

@@ -306,11 +306,7 @@ func (g *gapFiller) fetchState(ctx context.Context, eventID string) ([]*spec.Eve
 
 // heldEvents reads the events of ids stored here (rejected ones left out), by ID.
 func (g *gapFiller) heldEvents(ctx context.Context, ids []string) (map[string]*spec.Event, error) {
-	rows, err := storage.LoadEventsByID(ctx, g.a.DB, ids)
-	if err != nil {
-		return nil, err
-	}
-	events, err := g.a.Rooms.EventsFromRows(rows)
+	events, err := g.a.Rooms.EventsByID(ctx, ids)
 	if err != nil {
 		return nil, err
 	}

@@ -96,11 +96,7 @@ func (s *Server) WalkPrevEvents(ctx context.Context, roomID string, from []strin
 		if len(want) == 0 {
 			return nil
 		}
-		rows, err := storage.LoadEventsByID(ctx, s.db, want)
-		if err != nil {
-			return err
-		}
-		events, err := s.EventsFromRows(rows)
+		events, err := s.EventsByID(ctx, want)
 		if err != nil {
 			return err
 		}
@@ -113,11 +109,7 @@ func (s *Server) WalkPrevEvents(ctx context.Context, roomID string, from []strin
 	}
 	start := slices.Clone(from)
 	if !includeFrom {
-		rows, err := storage.LoadEventsByID(ctx, s.db, from)
-		if err != nil {
-			return nil, err
-		}
-		events, err := s.EventsFromRows(rows)
+		events, err := s.EventsByID(ctx, from)
 		if err != nil {
 			return nil, err
 		}
@@ -181,11 +173,7 @@ func (s *Server) BackwardExtremities(ctx context.Context, roomID string, limit i
 	if len(frontier) == 0 {
 		return nil, nil
 	}
-	rows, err = storage.LoadEventsByID(ctx, s.db, frontier)
-	if err != nil {
-		return nil, err
-	}
-	known, err := s.EventsFromRows(rows)
+	known, err := s.EventsByID(ctx, frontier)
 	if err != nil {
 		return nil, err
 	}
@@ -251,11 +239,7 @@ func (s *Server) storeOutliers(ctx context.Context, r *room, events []*spec.Even
 		}
 		byID[e.EventID()] = e
 	}
-	rows, err := storage.LoadEventsByID(ctx, s.db, ids)
-	if err != nil {
-		return nil, nil, err
-	}
-	stored, err := s.EventsFromRows(rows)
+	stored, err := s.EventsByID(ctx, ids)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -118,11 +118,7 @@ func (s *Server) AuthChain(ctx context.Context, events []*Event) ([]*Event, erro
 		if len(seen) > maxAuthChain {
 			return nil, fmt.Errorf("auth chain longer than %d events", maxAuthChain)
 		}
-		rows, err := storage.LoadEventsByID(ctx, s.db, frontier)
-		if err != nil {
-			return nil, err
-		}
-		loaded, err := s.EventsFromRows(rows)
+		loaded, err := s.EventsByID(ctx, frontier)
 		if err != nil {
 			return nil, err
 		}

@@ -375,11 +375,7 @@ func (j *stagedJoin) loadAuthEvents(ctx context.Context, r *room, events []*spec
 	if len(missing) == 0 {
 		return nil
 	}
-	rows, err := storage.LoadEventsByID(ctx, j.s.db, missing)
-	if err != nil {
-		return fmt.Errorf("load auth events: %w", err)
-	}
-	loaded, err := j.s.EventsFromRows(rows)
+	loaded, err := j.s.EventsByID(ctx, missing)
 	if err != nil {
 		return err
 	}

@@ -182,11 +182,7 @@ func (s *Server) authEventsOf(ctx context.Context, r *room, ev *spec.Event) (map
 		// The create event of a v12 room is named by the room ID itself.
 		ids = append(append([]string(nil), ids...), "$"+strings.TrimPrefix(r.id, "!"))
 	}
-	rows, err := storage.LoadEventsByID(ctx, s.db, ids)
-	if err != nil {
-		return nil, err
-	}
-	events, err := s.EventsFromRows(rows)
+	events, err := s.EventsByID(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -219,11 +215,7 @@ func (s *Server) prevEventsOf(ctx context.Context, ev *spec.Event) ([]*Event, er
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	rows, err := storage.LoadEventsByID(ctx, s.db, ids)
-	if err != nil {
-		return nil, err
-	}
-	prevs, err := s.EventsFromRows(rows)
+	prevs, err := s.EventsByID(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -292,11 +284,7 @@ func (s *Server) resolve(ctx context.Context, r *room, states []map[spec.StateTu
 		if len(missing) == 0 {
 			return out, nil
 		}
-		rows, err := storage.LoadEventsByID(ctx, s.db, missing)
-		if err != nil {
-			return nil, err
-		}
-		events, err := s.EventsFromRows(rows)
+		events, err := s.EventsByID(ctx, missing)
 		if err != nil {
 			return nil, err
 		}

@@ -423,6 +423,16 @@ func (s *Server) versionOfRoomNID(roomNID int64) (*spec.RoomVersion, error) {
 	return rv, nil
 }
 
+// EventsByID loads stored events by event ID, in no particular order; IDs not stored are
+// left out.
+func (s *Server) EventsByID(ctx context.Context, ids []string) ([]*Event, error) {
+	rows, err := storage.LoadEventsByID(ctx, s.db, ids)
+	if err != nil {
+		return nil, err
+	}
+	return s.EventsFromRows(rows)
+}
+
 // EventsByNID reads events by numeric ID (in no particular order).
 func (s *Server) EventsByNID(ctx context.Context, nids []int64) ([]*Event, error) {
 	return s.eventsByNID(ctx, nids)
