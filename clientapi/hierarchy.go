@@ -487,7 +487,7 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, d *Device
 	if _, err := spec.ParseRoomID(roomID); err != nil {
 		return httpapi.InvalidParam("Invalid room ID")
 	}
-	ts, forward, err := parseTimestampQuery(r)
+	ts, forward, err := httpapi.TimestampQuery(r.URL.Query())
 	if err != nil {
 		return err
 	}
@@ -515,26 +515,6 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, d *Device
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"event_id": eventID, "origin_server_ts": originTS})
 	return nil
-}
-
-// parseTimestampQuery reads ts (milliseconds) and dir ("f" forward, "b" backward).
-func parseTimestampQuery(r *http.Request) (ts int64, forward bool, err error) {
-	q := r.URL.Query()
-	if q.Get("ts") == "" {
-		return 0, false, httpapi.MissingParam("Missing ts")
-	}
-	if ts, err = strconv.ParseInt(q.Get("ts"), 10, 64); err != nil {
-		return 0, false, httpapi.InvalidParam("ts must be an integer")
-	}
-	switch q.Get("dir") {
-	case "f":
-		return ts, true, nil
-	case "b":
-		return ts, false, nil
-	case "":
-		return 0, false, httpapi.MissingParam("Missing dir")
-	}
-	return 0, false, httpapi.InvalidParam("dir must be f or b")
 }
 
 // eventNearTimestamp looks up the event closest to ts; 404 M_NOT_FOUND when there is none.

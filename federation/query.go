@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 
 	"github.com/go-chi/chi/v5"
 
@@ -134,7 +133,7 @@ func (q *QueryAPI) unknownQuery(w http.ResponseWriter, r *http.Request, origin s
 // timestampToEvent): the event of the room closest to ts in direction dir.
 func (q *QueryAPI) timestampToEvent(w http.ResponseWriter, r *http.Request, origin string) error {
 	roomID := pathParam(r, "roomId")
-	ts, forward, err := timestampQuery(r.URL.Query())
+	ts, forward, err := httpapi.TimestampQuery(r.URL.Query())
 	if err != nil {
 		return err
 	}
@@ -147,27 +146,6 @@ func (q *QueryAPI) timestampToEvent(w http.ResponseWriter, r *http.Request, orig
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"event_id": eventID, "origin_server_ts": originTS})
 	return nil
-}
-
-// timestampQuery reads the ts and dir parameters of /timestamp_to_event (client and
-// federation alike): ts in milliseconds, dir "f" (forward) or "b".
-func timestampQuery(query url.Values) (ts int64, forward bool, err error) {
-	ts, perr := strconv.ParseInt(query.Get("ts"), 10, 64)
-	if query.Get("ts") == "" {
-		return 0, false, httpapi.MissingParam("Missing ts")
-	}
-	if perr != nil {
-		return 0, false, httpapi.InvalidParam("ts must be an integer")
-	}
-	switch query.Get("dir") {
-	case "f":
-		return ts, true, nil
-	case "b":
-		return ts, false, nil
-	case "":
-		return 0, false, httpapi.MissingParam("Missing dir")
-	}
-	return 0, false, httpapi.InvalidParam("dir must be f or b")
 }
 
 // EventNearTimestamp finds the local timeline event of a room closest to ts in one
