@@ -331,40 +331,23 @@ func (a *API) putBackupKeys(w http.ResponseWriter, r *http.Request, d *Device) e
 			}
 		}
 	}
-	ctx := r.Context()
-	var result *storage.BackupVersion
-	err = a.db.WithTx(ctx, func(tx *storage.Tx) error {
-		b, err := a.backupForKeys(ctx, tx, r, d.UserID, true)
-		if err != nil {
-			return err
-		}
+	return a.changeBackupKeys(w, r, d, true, func(ctx context.Context, tx *storage.Tx, b *storage.BackupVersion) (bool, error) {
 		changed := false
 		for _, k := range uploaded {
 			stored, err := storage.LoadBackupKey(ctx, tx, d.UserID, b.Version, k.RoomID, k.SessionID)
 			if err != nil && !errors.Is(err, storage.ErrNotFound) {
-				return err
+				return false, err
 			}
 			if stored != nil && !keys.BetterBackupKey(stored, k) {
 				continue
 			}
 			if err := storage.PutBackupKey(ctx, tx, d.UserID, b.Version, k); err != nil {
-				return err
+				return false, err
 			}
 			changed = true
 		}
-		if changed {
-			if err := storage.BumpBackupEtag(ctx, tx, d.UserID, b.Version); err != nil {
-				return err
-			}
-		}
-		result, err = storage.LoadBackupVersion(ctx, tx, d.UserID, b.Version)
-		return err
+		return changed, nil
 	})
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"etag": strconv.FormatInt(result.Etag, 10), "count": result.Count})
-	return nil
 }
 
 // GET /room_keys/keys[/{roomId}[/{sessionId}]] (key_backup.yaml getRoomKeys,
@@ -411,18 +394,29 @@ func (a *API) getBackupKeys(w http.ResponseWriter, r *http.Request, d *Device) e
 // DELETE /room_keys/keys[/{roomId}[/{sessionId}]] (key_backup.yaml deleteRoomKeys,
 // deleteRoomKeysByRoomId, deleteRoomKeyBySessionId): the answer is the etag and count after.
 func (a *API) deleteBackupKeys(w http.ResponseWriter, r *http.Request, d *Device) error {
+	return a.changeBackupKeys(w, r, d, false, func(ctx context.Context, tx *storage.Tx, b *storage.BackupVersion) (bool, error) {
+		n, err := storage.DeleteBackupKeys(ctx, tx, d.UserID, b.Version, pathParam(r, "roomId"), pathParam(r, "sessionId"))
+		return n > 0, err
+	})
+}
+
+// changeBackupKeys runs change on the keys of the backup version the request names (the
+// current one must be named when write is set), moves the version's etag on if change changed
+// anything, all in one transaction, and answers the etag and count after (key_backup.yaml).
+func (a *API) changeBackupKeys(w http.ResponseWriter, r *http.Request, d *Device, write bool,
+	change func(ctx context.Context, tx *storage.Tx, b *storage.BackupVersion) (bool, error)) error {
 	ctx := r.Context()
 	var result *storage.BackupVersion
 	err := a.db.WithTx(ctx, func(tx *storage.Tx) error {
-		b, err := a.backupForKeys(ctx, tx, r, d.UserID, false)
+		b, err := a.backupForKeys(ctx, tx, r, d.UserID, write)
 		if err != nil {
 			return err
 		}
-		n, err := storage.DeleteBackupKeys(ctx, tx, d.UserID, b.Version, pathParam(r, "roomId"), pathParam(r, "sessionId"))
+		changed, err := change(ctx, tx, b)
 		if err != nil {
 			return err
 		}
-		if n > 0 {
+		if changed {
 			if err := storage.BumpBackupEtag(ctx, tx, d.UserID, b.Version); err != nil {
 				return err
 			}
