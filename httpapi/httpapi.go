@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Error is a Matrix error: an HTTP status, an errcode and a message, plus optional extra keys
@@ -149,6 +151,11 @@ func DecodeJSON(body []byte, v any) error {
 		}
 		return NotJSON("Request body is not valid JSON")
 	}
+	if hasEscapedNUL(body) {
+		// NOTSPEC: no Matrix identifier or text needs U+0000, and PostgreSQL cannot store it
+		// in text; Synapse refuses it too.
+		return BadJSON("Strings may not contain U+0000")
+	}
 	if err := json.Unmarshal(body, v); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
@@ -160,6 +167,51 @@ func DecodeJSON(body []byte, v any) error {
 		return NotJSON("Request body is not valid JSON")
 	}
 	return nil
+}
+
+// hasEscapedNUL reports whether a JSON text has a \u0000 escape in a string (a raw NUL
+// byte makes it invalid JSON anyway): a backslash-u-0000 that an odd run of backslashes
+// starts.
+func hasEscapedNUL(body []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(body[i:], []byte(`u0000`))
+		if j < 0 {
+			return false
+		}
+		j += i
+		slashes := 0
+		for k := j - 1; k >= 0 && body[k] == '\\'; k-- {
+			slashes++
+		}
+		if slashes%2 == 1 {
+			return true
+		}
+		i = j + 1
+	}
+}
+
+// CleanText refuses requests whose path or query parameters hold U+0000 or are not valid
+// UTF-8 (400 M_INVALID_PARAM): no Matrix identifier has either, and PostgreSQL cannot store
+// them in text, so they are stopped before any handler looks them up.
+func CleanText(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bad := !cleanText(r.URL.Path)
+		for key, values := range r.URL.Query() {
+			bad = bad || !cleanText(key)
+			for _, v := range values {
+				bad = bad || !cleanText(v)
+			}
+		}
+		if bad {
+			WriteError(w, r, InvalidParam("Path and query parameters must be valid UTF-8 without U+0000"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func cleanText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 // CORS adds the headers the client-server API asks for ("Web Browser Clients") and answers

@@ -167,7 +167,7 @@ func (s *Server) build(ctx context.Context, components []Component) error {
 // the same convention).
 func newRouter() chi.Router {
 	router := chi.NewRouter()
-	router.Use(httpapi.Recover)
+	router.Use(httpapi.Recover, httpapi.CleanText)
 	router.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, httpapi.Unrecognized("Unrecognized request"))
 	})
