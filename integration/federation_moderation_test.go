@@ -115,12 +115,16 @@ func TestFederatedModeration(t *testing.T) {
 			if _, err := alice.SendStateEvent(ctx, room.RoomID, event.StatePowerLevels, "", pl); err != nil {
 				t.Fatalf("alice sets bob's level to %d: %v", level, err)
 			}
-			eventually(t, "hs2 applies bob's level", func() bool {
-				pl := stateSeen(bob, room.RoomID, event.StatePowerLevels, "")
-				users, _ := pl["users"].(map[string]any)
-				got, _ := users[bob.UserID.String()].(float64)
-				return int(got) == level
-			})
+			// Every server must have the new levels before bob acts on them: a server still
+			// without them would rightly soft-fail his next event against its current state.
+			for _, c := range []*mautrix.Client{bob, carol} {
+				eventually(t, c.UserID.String()+"'s server applies bob's level", func() bool {
+					pl := stateSeen(c, room.RoomID, event.StatePowerLevels, "")
+					users, _ := pl["users"].(map[string]any)
+					got, _ := users[bob.UserID.String()].(float64)
+					return int(got) == level
+				})
+			}
 		}
 		setLevel(50)
 		if err := rename("Moderated by bob"); err != nil {
